@@ -1,0 +1,242 @@
+"""The run store: content-addressed run directories that resume and are reused.
+
+A run directory is named by a hash of everything that changes its result (training
+config, parent run and start step, sibling index, mask), as in open_lth. Training the
+same spec again finds the finished run; an interrupted run resumes from its last
+checkpoint and ends bit-identical to an uninterrupted one on the same device. Layout:
+
+    <root>/<model>-<dataset>-<hash>/spec.json
+                                   /checkpoints/step_00000100.npz
+                                   /result.json        (written last: the run is finished)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from lmc.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from lmc.config import Duration, TrainConfig
+from lmc.data import Dataset, load_dataset
+from lmc.errors import CheckpointError, ConfigError, TrainingDiverged
+from lmc.files import read_json, write_json
+from lmc.rng import STREAMS, noise_keys
+from lmc.train import Trainer, TrainState
+
+KEEP_RECENT = 2  # rolling checkpoints kept besides the requested ones
+
+
+def default_root() -> Path:
+    return Path(os.environ.get("LMC_RUNS", "lmc_runs"))
+
+
+def mask_id(mask: Any) -> str:
+    """A short digest of a mask pytree (part of a run's identity)."""
+    h = hashlib.sha256()
+    for path, leaf in jax.tree_util.tree_flatten_with_path(mask)[0]:
+        h.update(jax.tree_util.keystr(path).encode())
+        h.update(np.packbits(np.asarray(leaf, bool)).tobytes())
+    return h.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What identifies a run: its config and where it started.
+
+    `parent`/`start_step`: the run and step whose checkpoint this run continues from
+    (None/0: from the initialisation). `sibling`: index folded into the data-order and
+    augmentation streams of a child. `mask`: `mask_id` of the fixed pruning mask.
+    """
+
+    config: TrainConfig
+    parent: str | None = None
+    start_step: int = 0
+    sibling: int | None = None
+    mask: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"config": self.config.to_dict(), "parent": self.parent,
+                "start_step": self.start_step, "sibling": self.sibling, "mask": self.mask}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunSpec:
+        return cls(TrainConfig.from_dict(d["config"]), d.get("parent"), d.get("start_step", 0),
+                   d.get("sibling"), d.get("mask"))
+
+    @property
+    def run_id(self) -> str:
+        digest = hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
+        return f"{self.config.model}-{self.config.dataset}-{digest[:12]}"
+
+
+class Run:
+    """A run directory in the store."""
+
+    def __init__(self, root: str | Path, spec: RunSpec):
+        self.root, self.spec = Path(root), spec
+        self.dir = self.root / spec.run_id
+
+    @classmethod
+    def open(cls, path: str | Path) -> Run:
+        path = Path(path)
+        if not (path / "spec.json").is_file():
+            raise CheckpointError(f"{path} is not an lmc run directory (no spec.json)")
+        return cls(path.parent, RunSpec.from_dict(read_json(path / "spec.json")))
+
+    def checkpoint_path(self, step: int) -> Path:
+        return self.dir / "checkpoints" / f"step_{step:08d}.npz"
+
+    def saved_steps(self) -> list[int]:
+        folder = self.dir / "checkpoints"
+        if not folder.is_dir():
+            return []
+        return sorted(int(p.stem[5:]) for p in folder.glob("step_*.npz"))
+
+    @property
+    def finished(self) -> bool:
+        return (self.dir / "result.json").is_file()
+
+    def result(self) -> dict[str, Any]:
+        return read_json(self.dir / "result.json")
+
+    def load(self, step: int | None = None, opt_state_template: Any = None) -> Checkpoint:
+        """The checkpoint at `step` (default: the last one)."""
+        steps = self.saved_steps()
+        if step is None and steps:
+            step = steps[-1]
+        if step not in steps:
+            raise CheckpointError(
+                f"run {self.dir} has no checkpoint at step {step}; saved steps: "
+                f"{', '.join(map(str, steps)) or 'none'}"
+            )
+        return load_checkpoint(self.checkpoint_path(step), opt_state_template)
+
+
+def checkpoint_meta(spec: RunSpec, trainer: Trainer, history: list[dict]) -> dict[str, Any]:
+    """The description stored in every checkpoint: enough to rebuild its network."""
+    from lmc import __version__
+
+    ds = trainer.dataset
+    return {
+        "lmc_version": __version__,
+        "run_id": spec.run_id,
+        "spec": spec.to_dict(),
+        "model": {"name": spec.config.model, "options": spec.config.model_options,
+                  "num_classes": ds.num_classes, "input_shape": list(ds.input_shape)},
+        "data": {"name": ds.name, "num_train": ds.num_train,
+                 "num_test": int(ds.x_test.shape[0])},
+        "seeds": {s: spec.config.seed_of(s) for s in STREAMS},
+        "history": history,
+    }
+
+
+def train_runs(
+    specs: Sequence[RunSpec],
+    root: str | Path | None = None,
+    *,
+    dataset: Dataset | None = None,
+    mask: Any = None,
+    save_at: Sequence[str | int] = (),
+    eval_every: str | int = "100it",
+    strategy: str = "auto",
+    progress: bool = True,
+    data_dir: str | None = None,
+) -> list[Run]:
+    """Train runs that share a config and starting point (siblings) together.
+
+    Finished runs are reused; unfinished ones resume from the latest step every one of
+    them has a checkpoint for. Checkpoints are written at `save_at`, at every
+    evaluation (rolling: the last two are kept) and at the end.
+    """
+    first = specs[0]
+    shared = (first.config, first.parent, first.start_step, first.mask)
+    if any((s.config, s.parent, s.start_step, s.mask) != shared for s in specs):
+        raise ConfigError("runs trained together must share config, parent, start step and mask")
+    if len({s.sibling for s in specs}) != len(specs):
+        raise ConfigError("runs trained together need distinct sibling indices")
+    if (mask is None) != (first.mask is None) or (mask is not None and mask_id(mask) != first.mask):
+        raise ConfigError("the mask given does not match the runs' mask id")
+    root = Path(root) if root is not None else default_root()
+    runs = [Run(root, s) for s in specs]
+    if all(r.finished for r in runs):
+        return runs
+
+    config = first.config
+    dataset = dataset or load_dataset(config.dataset, data_dir)
+    trainer = Trainer(config, dataset, mask=mask, siblings=len(specs), strategy=strategy)
+    spe = trainer.steps_per_epoch
+    requested = {Duration.parse(s).steps(spe) for s in save_at} | {trainer.total_steps}
+    if first.start_step:
+        requested.add(first.start_step)
+    if first.start_step > trainer.total_steps:
+        raise ConfigError(f"start step {first.start_step} is past the end ({trainer.total_steps})")
+    for run in runs:
+        write_json(run.dir / "spec.json", run.spec.to_dict())
+
+    states, history = _resume_point(runs, trainer)
+    keys = [noise_keys(config, s.sibling) for s in specs]
+
+    def on_event(step: int, current: list[TrainState], records) -> None:
+        for i, (run, ts) in enumerate(zip(runs, current, strict=True)):
+            if records is not None:
+                history[i].append(records[i])
+            save_checkpoint(run.checkpoint_path(step), params=ts.params, state=ts.state,
+                            opt_state=ts.opt_state, mask=mask, step=step,
+                            meta=checkpoint_meta(run.spec, trainer, history[i]))
+            recent = [s for s in run.saved_steps() if s not in requested][:-KEEP_RECENT]
+            for old in recent:
+                run.checkpoint_path(old).unlink(missing_ok=True)
+
+    every = Duration.parse(eval_every).steps(spe)
+    try:
+        trainer.run(states, keys, eval_every=every, event_steps=sorted(requested),
+                    on_event=on_event, progress=progress, history=None)
+    except TrainingDiverged as e:
+        kept = max(runs[0].saved_steps(), default=None)
+        where = f"the last good checkpoint is {runs[0].checkpoint_path(kept)}" if kept is not None \
+            else "no checkpoint was written"
+        raise TrainingDiverged(f"{e}; {where}") from None
+    for i, run in enumerate(runs):
+        final = history[i][-1]
+        write_json(run.dir / "result.json", {
+            "run_id": run.spec.run_id, "spec": run.spec.to_dict(), "final": final,
+            "checkpoint": str(run.checkpoint_path(trainer.total_steps)), "history": history[i],
+        })
+    return runs
+
+
+def _resume_point(runs: list[Run], trainer: Trainer) -> tuple[list[TrainState], list[list[dict]]]:
+    """Latest common checkpoint of the runs, else their shared starting state."""
+    import jax.numpy as jnp
+
+    template = trainer.init_state()
+    common = set.intersection(*(set(r.saved_steps()) for r in runs))
+    if common:
+        step = max(common)
+        ckpts = [r.load(step, template.opt_state) for r in runs]
+        states = [TrainState(c.params, c.state, c.opt_state, jnp.asarray(step, jnp.int32))
+                  for c in ckpts]
+        # Drop the evaluations after the resume point; they will be redone.
+        return states, [[h for h in c.meta["history"] if h["step"] < step] for c in ckpts]
+    spec = runs[0].spec
+    if spec.parent is None:
+        return [template] * len(runs), [[] for _ in runs]
+    parent = Run.open(runs[0].root / spec.parent)
+    c = parent.load(spec.start_step, template.opt_state)
+    start = TrainState(c.params, c.state, c.opt_state, jnp.asarray(spec.start_step, jnp.int32))
+    return [start] * len(runs), [[] for _ in runs]
+
+
+def train_run(spec: RunSpec | TrainConfig, root: str | Path | None = None, **kwargs) -> Run:
+    """Train (or resume, or reuse) one run; see `train_runs` for the options."""
+    if isinstance(spec, TrainConfig):
+        spec = RunSpec(spec)
+    return train_runs([spec], root, **kwargs)[0]

@@ -1,0 +1,339 @@
+"""JIT-compiled training on device-resident data, with a sibling axis.
+
+S siblings that share a starting point but not their SGD-noise keys train together:
+either vmapped in one compiled program (sharded over the devices when there are
+several), or as a loop of per-sibling compiled steps, whichever is faster for the model
+and device (on XLA's CPU backend, convolutions are several times slower vmapped or
+inside `lax.scan`, see benchmarks/). Many steps run per dispatch with `lax.scan` where
+that pays.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from lmc.config import Duration, TrainConfig
+from lmc.data import Dataset, get_batch, load_dataset, steps_per_epoch
+from lmc.errors import ConfigError, TrainingDiverged
+from lmc.evaluate import Evaluator, cross_entropy
+from lmc.models import apply_model, build_model, init_model, uses_convolutions
+from lmc.rng import NoiseKeys, noise_keys, stream_key
+
+STRATEGIES = ("auto", "vmap", "loop")
+
+
+class TrainState(NamedTuple):
+    params: Any
+    state: Any  # model state, e.g. {"batch_stats": ...}
+    opt_state: Any
+    step: jax.Array  # int32 scalar: the number of steps taken
+
+
+# ----------------------------------------------------------------------------- schedules
+
+
+def learning_rate_schedule(config: TrainConfig, steps_per_epoch: int) -> optax.Schedule:
+    """The learning rate as a function of the step (constant, step, cosine or cyclic).
+
+    Linear warmup multiplies the schedule (as open_lth does). The cyclic schedule is
+    cosine annealing with warm restarts (Loshchilov & Hutter 2017; Portes et al. 2022):
+    cycle i lasts `cycle * cycle_mult**i` steps.
+    """
+    lr, total = config.lr, config.total_steps(steps_per_epoch)
+    warmup = Duration.parse(config.warmup).steps(steps_per_epoch)
+    if config.schedule == "constant":
+        base = lambda step: jnp.asarray(lr, jnp.float32)  # noqa: E731
+    elif config.schedule == "step":
+        bounds = jnp.asarray([Duration.parse(m).steps(steps_per_epoch) for m in config.milestones])
+        base = lambda step: lr * config.gamma ** jnp.sum(step >= bounds)  # noqa: E731
+    elif config.schedule == "cosine":
+        base = lambda step: lr * 0.5 * (1 + jnp.cos(jnp.pi * jnp.minimum(step / total, 1.0)))  # noqa: E731
+    else:
+        first = Duration.parse(config.cycle).steps(steps_per_epoch)
+        starts = [0]
+        while starts[-1] < total:
+            starts.append(starts[-1] + math.ceil(first * config.cycle_mult ** (len(starts) - 1)))
+        starts_arr = jnp.asarray(starts)
+
+        def base(step):
+            i = jnp.searchsorted(starts_arr, step, side="right") - 1
+            begin, end = starts_arr[i], starts_arr[i + 1]
+            return lr * 0.5 * (1 + jnp.cos(jnp.pi * (step - begin) / (end - begin)))
+
+    if warmup == 0:
+        return base
+    return lambda step: base(step) * jnp.minimum(1.0, (step + 1) / warmup)
+
+
+def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> optax.GradientTransformation:
+    """SGD (plain, momentum, Nesterov), Adam or AdamW; weight decay is L2 (added to the
+    gradient, as in PyTorch's SGD) except for AdamW, where it is decoupled."""
+    lr = learning_rate_schedule(config, steps_per_epoch)
+    if config.optimizer == "adamw":
+        return optax.adamw(lr, weight_decay=config.weight_decay)
+    if config.optimizer == "adam":
+        opt = optax.adam(lr)
+    else:
+        momentum = None if config.optimizer == "sgd" else config.momentum
+        opt = optax.sgd(lr, momentum=momentum, nesterov=config.optimizer == "nesterov")
+    if config.weight_decay:
+        return optax.chain(optax.add_decayed_weights(config.weight_decay), opt)
+    return opt
+
+
+# ----------------------------------------------------------------------------- network
+
+
+def model_for(config: TrainConfig, dataset: Dataset):
+    return build_model(config.model, dataset.num_classes, **config.model_options)
+
+
+def eval_apply(module) -> Callable:
+    """`(params, state, x) -> logits` in evaluation mode, for `Evaluator` and friends."""
+    return lambda params, state, x: apply_model(module, params, state, x, train=False)[0]
+
+
+def apply_mask(tree, mask):
+    """Zero the entries of `tree` where `mask` is False (None means no mask)."""
+    if mask is None:
+        return tree
+    return jax.tree.map(lambda t, m: jnp.where(m, t, jnp.zeros_like(t)), tree, mask)
+
+
+def init_train_state(config: TrainConfig, module, dataset: Dataset, tx, mask=None) -> TrainState:
+    params, state = init_model(module, stream_key(config, "init"), dataset.input_shape)
+    params = apply_mask(params, mask)
+    return TrainState(params, state, tx.init(params), jnp.zeros((), jnp.int32))
+
+
+def _stack(trees: Sequence[Any]) -> Any:
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+
+
+def _unstack(tree: Any, n: int) -> list[Any]:
+    return [jax.tree.map(lambda x, i=i: x[i], tree) for i in range(n)]
+
+
+@dataclass
+class TrainResult:
+    """What `Trainer.run` returns: final states and, per sibling, the evaluation history."""
+
+    states: list[TrainState]
+    history: list[list[dict[str, Any]]]
+
+
+class Trainer:
+    """Compiled training of S >= 1 siblings of one config on one data set."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        dataset: Dataset,
+        *,
+        mask: Any = None,
+        siblings: int = 1,
+        strategy: str = "auto",
+        steps_per_dispatch: int | None = None,
+        eval_batch_size: int = 1000,
+    ):
+        if strategy not in STRATEGIES:
+            raise ConfigError(f"unknown strategy {strategy!r}; valid: {', '.join(STRATEGIES)}")
+        self.config, self.dataset, self.mask, self.siblings = config, dataset, mask, siblings
+        self.steps_per_epoch = steps_per_epoch(dataset.num_train, config.batch_size)
+        self.total_steps = config.total_steps(self.steps_per_epoch)
+        self.module = model_for(config, dataset)
+        self.tx = make_optimizer(config, self.steps_per_epoch)
+        # XLA's CPU convolutions are many times slower vmapped or inside loops.
+        slow_loops = jax.default_backend() == "cpu" and uses_convolutions(self.module)
+        if strategy == "auto":
+            strategy = "loop" if slow_loops or siblings == 1 else "vmap"
+        self.strategy = strategy
+        self.steps_per_dispatch = steps_per_dispatch or (1 if slow_loops else 100)
+        augmentation = dataset.augmentation if config.augment else "none"
+
+        def step(ts: TrainState, keys: NoiseKeys, x, y, mask):
+            xb, yb = get_batch(x, y, keys.data, keys.augment, ts.step, config.batch_size,
+                               augmentation)
+            dropout_key = jax.random.fold_in(keys.dropout, ts.step)
+
+            def loss_fn(params):
+                logits, new_state = apply_model(self.module, params, ts.state, xb, train=True,
+                                                dropout_key=dropout_key)
+                return cross_entropy(logits, yb), new_state
+
+            (loss, new_state), grads = jax.value_and_grad(loss_fn, has_aux=True)(ts.params)
+            grads = apply_mask(grads, mask)  # pruned weights get no update and no momentum
+            updates, opt_state = self.tx.update(grads, ts.opt_state, ts.params)
+            params = apply_mask(optax.apply_updates(ts.params, updates), mask)
+            return TrainState(params, new_state, opt_state, ts.step + 1), loss
+
+        def steps(ts, keys, x, y, mask, n: int):
+            if n == 1:
+                ts, loss = step(ts, keys, x, y, mask)
+                return ts, loss[None]
+            return jax.lax.scan(lambda t, _: step(t, keys, x, y, mask), ts, None, length=n)
+
+        if self.strategy == "vmap":
+            steps = jax.vmap(steps, in_axes=(0, 0, None, None, None, None))
+        self._steps = jax.jit(steps, static_argnums=5)
+        self._evaluate = Evaluator(eval_apply(self.module), eval_batch_size,
+                                   stacked=self.strategy == "vmap")
+        self._sharding = self._sibling_sharding()
+
+    def _sibling_sharding(self) -> NamedSharding | None:
+        """Shard the sibling axis over the devices when there are several."""
+        devices = jax.devices()
+        if self.strategy != "vmap" or len(devices) == 1 or self.siblings % len(devices):
+            return None
+        return NamedSharding(Mesh(np.array(devices), ("sibling",)), PartitionSpec("sibling"))
+
+    def init_state(self) -> TrainState:
+        return init_train_state(self.config, self.module, self.dataset, self.tx, self.mask)
+
+    def evaluate(self, states: list[TrainState]) -> list[dict[str, float]]:
+        """Train and test loss/accuracy of each sibling."""
+        ds = self.dataset
+        if self.strategy == "vmap":
+            params, state = _stack([s.params for s in states]), _stack([s.state for s in states])
+            train = self._evaluate(params, state, ds.x_train, ds.y_train)
+            test = self._evaluate(params, state, ds.x_test, ds.y_test)
+            per = [({k: float(v[i]) for k, v in train.items()},
+                    {k: float(v[i]) for k, v in test.items()}) for i in range(len(states))]
+        else:
+            per = [(self._evaluate(s.params, s.state, ds.x_train, ds.y_train),
+                    self._evaluate(s.params, s.state, ds.x_test, ds.y_test)) for s in states]
+        return [
+            {"step": int(s.step), "train_loss": float(tr["loss"]),
+             "train_accuracy": float(tr["accuracy"]), "test_loss": float(te["loss"]),
+             "test_accuracy": float(te["accuracy"])}
+            for s, (tr, te) in zip(states, per, strict=True)
+        ]
+
+    def run(
+        self,
+        states: list[TrainState],
+        keys: list[NoiseKeys],
+        *,
+        stop: int | None = None,
+        eval_every: int | None = None,
+        event_steps: Sequence[int] = (),
+        on_event: Callable[[int, list[TrainState], list[dict] | None], None] | None = None,
+        progress: bool = True,
+        history: list[list[dict]] | None = None,
+    ) -> TrainResult:
+        """Train all siblings from their common step to `stop` (default: the end).
+
+        Evaluates every `eval_every` steps (and at the start of training and at `stop`)
+        and calls `on_event(step, states, records)` at every evaluation and every step in
+        `event_steps` (records is None where no evaluation ran). Dispatch boundaries fall
+        on these steps and on multiples of `steps_per_dispatch`, so the same call resumed
+        from any event step takes the same path.
+        """
+        if len(states) != self.siblings or len(keys) != self.siblings:
+            raise ValueError(f"expected {self.siblings} states and keys")
+        start = int(states[0].step)
+        stop = self.total_steps if stop is None else stop
+        history = [list(h) for h in history] if history else [[] for _ in states]
+        evals = set(range(0, stop + 1, eval_every)) if eval_every else set()
+        evals |= {stop} | ({0} if start == 0 else set())
+        events = sorted(s for s in evals | set(event_steps) if start <= s <= stop)
+        k = self.steps_per_dispatch
+        bounds = sorted(set(events) | set(range((start // k + 1) * k, stop, k)))
+
+        current = self._place(states, keys)
+        bar, postfix = _progress_bar(start, stop, enabled=progress), {}
+        try:
+            step = start
+            for target in bounds:
+                if target > step:
+                    current, losses = self._advance(current, target - step)
+                    if not np.all(np.isfinite(losses)):
+                        raise TrainingDiverged(
+                            f"loss became {losses[~np.isfinite(losses)][0]} between steps "
+                            f"{step} and {target}; training stopped"
+                        )
+                    bar.update(target - step)
+                    postfix["loss"] = f"{float(np.mean(losses[..., -1])):.4f}"
+                    bar.set_postfix(postfix, refresh=False)
+                    step = target
+                if target in events:
+                    out = self._states(current)
+                    records = None
+                    if target in evals:
+                        records = self.evaluate(out)
+                        for h, r in zip(history, records, strict=True):
+                            h.append(r)
+                        acc = np.mean([r["test_accuracy"] for r in records])
+                        postfix["test_acc"] = f"{acc:.3f}"
+                        bar.set_postfix(postfix)
+                    if on_event:
+                        on_event(target, out, records)
+        finally:
+            bar.close()
+        return TrainResult(self._states(current), history)
+
+    # The running representation: one stacked state for "vmap", a list for "loop".
+    def _place(self, states, keys):
+        mask = self.mask
+        if self.strategy == "loop":
+            return [(s, k) for s, k in zip(states, keys, strict=True)], mask
+        stacked = (_stack(states), _stack(keys))
+        if self._sharding is not None:
+            stacked = jax.device_put(stacked, self._sharding)
+        return stacked, mask
+
+    def _advance(self, current, n: int):
+        members, mask = current
+        x, y = self.dataset.x_train, self.dataset.y_train
+        if self.strategy == "loop":
+            out = [self._steps(s, k, x, y, mask, n) for s, k in members]
+            losses = np.stack([np.asarray(loss) for _, loss in out])
+            return ([(s, k) for (s, _), (_, k) in zip(out, members, strict=True)], mask), losses
+        states, keys = members
+        states, losses = self._steps(states, keys, x, y, mask, n)
+        return ((states, keys), mask), np.asarray(losses)
+
+    def _states(self, current) -> list[TrainState]:
+        members, _ = current
+        if self.strategy == "loop":
+            return [s for s, _ in members]
+        return _unstack(members[0], self.siblings)
+
+
+def _progress_bar(start: int, stop: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=stop, initial=start, disable=not enabled, unit="step", leave=False,
+                dynamic_ncols=True)
+
+
+def train(
+    config: TrainConfig,
+    dataset: Dataset | None = None,
+    *,
+    eval_every: str | int | None = None,
+    progress: bool = True,
+    mask: Any = None,
+    data_dir: str | None = None,
+) -> TrainResult:
+    """Train one network from its initialisation to the end, in memory (no run store)."""
+    dataset = dataset or load_dataset(config.dataset, data_dir)
+    trainer = Trainer(config, dataset, mask=mask)
+    every = Duration.parse(eval_every).steps(trainer.steps_per_epoch) if eval_every else None
+    return trainer.run([trainer.init_state()], [noise_keys(config)], eval_every=every,
+                       progress=progress)
+
+
+__all__ = [
+    "STRATEGIES", "TrainResult", "TrainState", "Trainer", "apply_mask", "eval_apply",
+    "init_train_state", "learning_rate_schedule", "make_optimizer", "model_for", "train",
+]

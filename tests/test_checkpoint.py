@@ -1,0 +1,68 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from lmc.checkpoint import load_checkpoint, save_checkpoint
+from lmc.errors import CheckpointError
+
+
+def _tree():
+    params = {"Dense_0": {"kernel": np.arange(6.0).reshape(2, 3), "bias": np.zeros(3)},
+              "output": {"kernel": np.ones((3, 2), np.float32)}}
+    state = {"batch_stats": {"bn": {"mean": np.full(3, 0.5)}}}
+    return params, state
+
+
+def test_round_trip_restores_everything(tmp_path):
+    params, state = _tree()
+    tx = optax.sgd(0.1, momentum=0.9)
+    opt_state = tx.init(jax.tree.map(jnp.asarray, params))
+    mask = jax.tree.map(lambda p: np.asarray(p) > 0, params)
+    path = save_checkpoint(tmp_path / "c.npz", params=params, state=state, step=50,
+                           meta={"note": "hello"}, opt_state=opt_state, mask=mask)
+    c = load_checkpoint(path, opt_state_template=opt_state)
+    assert c.step == 50 and c.meta["note"] == "hello"
+    jax.tree.map(np.testing.assert_array_equal, c.params, params)
+    jax.tree.map(np.testing.assert_array_equal, c.state, state)
+    jax.tree.map(np.testing.assert_array_equal, c.mask, mask)
+    jax.tree.map(np.testing.assert_array_equal, c.opt_state, opt_state)
+    assert c.params["output"]["kernel"].dtype == np.float32
+    assert not list(tmp_path.glob("*.tmp")), "no temporary file may remain"
+
+
+def test_missing_truncated_and_foreign_files_are_named(tmp_path):
+    params, state = _tree()
+    path = save_checkpoint(tmp_path / "c.npz", params=params, state=state, step=1, meta={})
+    with pytest.raises(CheckpointError, match="nope.npz does not exist"):
+        load_checkpoint(tmp_path / "nope.npz")
+    truncated = tmp_path / "truncated.npz"
+    truncated.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(CheckpointError, match="truncated.npz is not a readable checkpoint"):
+        load_checkpoint(truncated)
+    foreign = tmp_path / "foreign.npz"
+    np.savez(foreign, weights=np.ones(3))
+    with pytest.raises(CheckpointError, match="foreign.npz is not an lmc checkpoint"):
+        load_checkpoint(foreign)
+    text = tmp_path / "text.npz"
+    text.write_text("hello")
+    with pytest.raises(CheckpointError, match="text.npz is not a readable checkpoint"):
+        load_checkpoint(text)
+
+
+def test_pickled_content_is_refused(tmp_path):
+    evil = tmp_path / "evil.npz"
+    np.savez(evil, __meta__=np.array([{"format": "lmc-checkpoint"}], dtype=object))
+    with pytest.raises(CheckpointError, match="evil.npz"):
+        load_checkpoint(evil)
+
+
+def test_optimizer_mismatch_names_the_leaves(tmp_path):
+    params, state = _tree()
+    params = jax.tree.map(jnp.asarray, params)
+    saved = optax.sgd(0.1, momentum=0.9).init(params)
+    path = save_checkpoint(tmp_path / "c.npz", params=params, state=state, step=1, meta={},
+                           opt_state=saved)
+    with pytest.raises(CheckpointError, match="differing leaves"):
+        load_checkpoint(path, opt_state_template=optax.adam(0.1).init(params))
