@@ -120,10 +120,13 @@ def _check_names(config: TrainConfig) -> None:
 
 
 def _train_and_report(config: TrainConfig, args: argparse.Namespace) -> dict:
-    from lmc.runs import RunSpec, train_run
+    from lmc.runs import Run, RunSpec, default_root, train_run
 
     _check_names(config)
-    run = train_run(RunSpec(config), args.runs, save_at=args.save_at, eval_every=args.eval_every,
+    spec = RunSpec(config)
+    if Run(args.runs or default_root(), spec).finished:
+        print("reusing the finished run with this config")
+    run = train_run(spec, args.runs, save_at=args.save_at, eval_every=args.eval_every,
                     progress=args.progress, data_dir=args.data_dir)
     result = run.result()
     final = result["final"]

@@ -52,21 +52,21 @@ class TrainConfig:
     seed if given, else `seed`.
     """
 
-    model: str = "mlp"
+    model: str = "conv1d"
     model_options: dict[str, Any] = field(default_factory=dict)
     dataset: str = "mnist1d"
     optimizer: str = "momentum"
     lr: float = 0.05
     momentum: float = 0.9
     weight_decay: float = 0.0
-    schedule: str = "constant"
+    schedule: str = "cosine"
     warmup: str = "0it"
     milestones: tuple[str, ...] = ()  # step schedule: where the LR is multiplied by gamma
     gamma: float = 0.1
     cycle: str = "8ep"  # cyclic schedule: first cycle length (Portes et al. 2022: t0)
     cycle_mult: float = 2.0  # cyclic schedule: cycle i lasts cycle * cycle_mult**i
     batch_size: int = 128
-    duration: str = "3000it"
+    duration: str = "6000it"
     augment: bool = True
     seed: int = 0
     init_seed: int | None = None

@@ -255,6 +255,8 @@ def _check_option(option: str, value: Any) -> Any:
     if option == "norm":
         return check_name("norm", value, NORMS)
     if option == "widths":
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = (value,)  # one hidden layer
         if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
             raise ConfigError(f"widths must be a sequence of positive integers, got {value!r}")
         return tuple(_positive_int("each of widths", w) for w in value)

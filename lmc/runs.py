@@ -153,8 +153,8 @@ def train_runs(
     """Train runs that share a config and starting point (siblings) together.
 
     Finished runs are reused; unfinished ones resume from the latest step every one of
-    them has a checkpoint for. Checkpoints are written at `save_at`, at every
-    evaluation (rolling: the last two are kept) and at the end.
+    them has a checkpoint for. Checkpoints are written at the start, at `save_at`, at
+    every evaluation (rolling: the last two are kept) and at the end.
     """
     first = specs[0]
     shared = (first.config, first.parent, first.start_step, first.mask)
@@ -174,12 +174,13 @@ def train_runs(
     trainer = Trainer(config, dataset, mask=mask, siblings=len(specs), strategy=strategy)
     spe = trainer.steps_per_epoch
     requested = {Duration.parse(s).steps(spe) for s in save_at} | {trainer.total_steps}
-    if first.start_step:
-        requested.add(first.start_step)
+    requested.add(first.start_step)  # the initialisation or the spawn point: rewind targets
     if first.start_step > trainer.total_steps:
         raise ConfigError(f"start step {first.start_step} is past the end ({trainer.total_steps})")
     for run in runs:
         write_json(run.dir / "spec.json", run.spec.to_dict())
+        for stale in (run.dir / "checkpoints").glob(".*.tmp"):  # left by a killed write
+            stale.unlink()
 
     states, history = _resume_point(runs, trainer)
     keys = [noise_keys(config, s.sibling) for s in specs]

@@ -1,0 +1,128 @@
+"""Training: determinism, masks, the sibling axis, divergence, sharding."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from lmc.config import TrainConfig
+from lmc.errors import TrainingDiverged
+from lmc.rng import noise_keys
+from lmc.models import prunable
+from lmc.train import Trainer, train
+
+SMALL = TrainConfig(model="mlp", model_options={"widths": (32, 32)}, lr=0.05, batch_size=64,
+                    duration="60it")
+
+
+def _equal(a, b):
+    return all(jax.tree.leaves(jax.tree.map(lambda x, y: bool(jnp.array_equal(x, y)), a, b)))
+
+
+def _close(a, b, rtol=1e-5, atol=1e-6):
+    return all(jax.tree.leaves(jax.tree.map(
+        lambda x, y: bool(jnp.allclose(x, y, rtol=rtol, atol=atol)), a, b)))
+
+
+def test_training_learns_and_is_deterministic(mnist1d):
+    a = train(SMALL.replace(duration="300it"), mnist1d, eval_every="100it", progress=False)
+    b = train(SMALL.replace(duration="300it"), mnist1d, eval_every="100it", progress=False)
+    assert _equal(a.states[0].params, b.states[0].params)
+    history = a.history[0]
+    assert [h["step"] for h in history] == [0, 100, 200, 300]
+    assert history[-1]["train_loss"] < 0.8 * history[0]["train_loss"]
+    assert history[-1]["test_accuracy"] > 0.3  # chance is 0.1
+    c = train(SMALL.replace(duration="300it", seed=1), mnist1d, progress=False)
+    assert not _equal(a.states[0].params, c.states[0].params)
+
+
+def test_scan_dispatch_matches_one_step_per_dispatch(mnist1d):
+    runs = []
+    for k in (1, 25):
+        t = Trainer(SMALL, mnist1d, steps_per_dispatch=k)
+        runs.append(t.run([t.init_state()], [noise_keys(SMALL)], progress=False).states[0])
+    assert _close(runs[0].params, runs[1].params)
+
+
+def test_mask_keeps_pruned_weights_exactly_zero(mnist1d):
+    t = Trainer(SMALL, mnist1d)
+    params = t.init_state().params
+    rng = np.random.default_rng(0)
+    mask = jax.tree.map(lambda p: rng.random(p.shape) < 0.5, params)
+    mask = jax.tree.map(lambda m, p: m if p else np.ones_like(m), mask, prunable(params))
+    masked = Trainer(SMALL, mnist1d, mask=mask)
+    start = masked.init_state()
+    final = masked.run([start], [noise_keys(SMALL)], progress=False).states[0]
+    for p0, p1, m in zip(jax.tree.leaves(start.params), jax.tree.leaves(final.params),
+                         jax.tree.leaves(mask), strict=True):
+        assert np.all(np.asarray(p1)[~m] == 0.0)
+        assert np.all(np.asarray(p0)[~m] == 0.0)
+        assert np.any(np.asarray(p1)[m] != np.asarray(p0)[m])  # the live weights train
+    # momentum of pruned weights stays zero, so they could not come back later either
+    for trace, m in zip(jax.tree.leaves(final.opt_state), jax.tree.leaves(mask)):
+        if np.shape(trace) == np.shape(m):
+            assert np.all(np.asarray(trace)[~m] == 0.0)
+
+
+@pytest.mark.parametrize("strategy", ["vmap", "loop"])
+def test_siblings_together_equal_each_sibling_alone(mnist1d, strategy):
+    config = SMALL.replace(duration="80it")
+    group = Trainer(config, mnist1d, siblings=3, strategy=strategy)
+    start = group.init_state()
+    together = group.run([start] * 3, [noise_keys(config, i) for i in range(3)],
+                         eval_every=40, progress=False)
+    alone_trainer = Trainer(config, mnist1d)
+    for i in range(3):
+        alone = alone_trainer.run([start], [noise_keys(config, i)], eval_every=40, progress=False)
+        same = _equal if strategy == "loop" else _close
+        assert same(together.states[i].params, alone.states[0].params)
+        assert together.history[i][-1]["test_loss"] == pytest.approx(
+            alone.history[0][-1]["test_loss"], rel=1e-5)
+    # siblings share their start but not their SGD noise, so they end apart
+    assert not _close(together.states[0].params, together.states[1].params)
+
+
+def test_nan_loss_stops_training(mnist1d):
+    config = SMALL.replace(lr=1e6, duration="200it")
+    with pytest.raises(TrainingDiverged, match="loss became nan"):
+        train(config, mnist1d, progress=False)
+
+
+def test_sibling_axis_is_sharded_over_devices(tmp_path, data_dir, mnist1d):
+    """On 4 simulated CPU devices, 4 vmapped siblings spread over all and give the same result."""
+    script = textwrap.dedent(f"""
+        import json, jax, numpy as np
+        from lmc.config import TrainConfig
+        from lmc.data import load_dataset
+        from lmc.rng import noise_keys
+        from lmc.train import Trainer
+        config = TrainConfig.from_dict(json.loads({json.dumps(SMALL.to_dict())!r}))
+        ds = load_dataset("mnist1d", {str(data_dir)!r})
+        t = Trainer(config, ds, siblings=4, strategy="vmap")
+        start = t.init_state()
+        keys = [noise_keys(config, i) for i in range(4)]
+        placed, _ = t._place([start] * 4, keys)[0]
+        devices = len(placed.params["output"]["kernel"].sharding.device_set)
+        out = t.run([start] * 4, keys, progress=False).states
+        np.savez({str(tmp_path / "out.npz")!r},
+                 *[np.asarray(s.params["output"]["kernel"]) for s in out])
+        print(json.dumps({{"devices": jax.device_count(), "used": devices}}))
+    """)
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
+           "JAX_PLATFORMS": "cpu"}
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    info = json.loads(out.stdout.strip().splitlines()[-1])
+    assert info == {"devices": 4, "used": 4}
+    sharded = np.load(tmp_path / "out.npz")
+    t = Trainer(SMALL, mnist1d)
+    for i in range(4):
+        alone = t.run([t.init_state()], [noise_keys(SMALL, i)], progress=False).states[0]
+        np.testing.assert_allclose(sharded[f"arr_{i}"], alone.params["output"]["kernel"],
+                                   rtol=1e-5, atol=1e-6)
