@@ -102,13 +102,15 @@ def load_checkpoint(path: str | Path, opt_state_template: Any = None) -> Checkpo
         with np.load(path, allow_pickle=False) as npz:
             arrays = {name: npz[name] for name in npz.files}
     except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as e:
-        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupt): {e}")
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint (truncated or corrupt): {e}"
+        ) from None
     if _META not in arrays:
         raise CheckpointError(f"{path} is not an lmc checkpoint (it has no lmc metadata)")
     try:
         meta = json.loads(arrays.pop(_META).tobytes().decode())
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{path} has corrupt lmc metadata: {e}")
+        raise CheckpointError(f"{path} has corrupt lmc metadata: {e}") from None
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an lmc checkpoint (format {meta.get('format')!r})")
     if meta.get("format_version", 0) > FORMAT_VERSION:

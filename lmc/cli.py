@@ -45,7 +45,9 @@ def _model_options(items: list[str]) -> dict[str, Any]:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise ConfigError(f"model option {item!r} must be written KEY=VALUE, e.g. widths=512,512")
+            raise ConfigError(
+                f"model option {item!r} must be written KEY=VALUE, e.g. widths=512,512"
+            )
         options[key] = _parse_value(value)
     return options
 
@@ -83,7 +85,8 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     r.add_argument("--save-at", type=_csv, default=[], metavar="STEPS",
                    help="extra checkpoint steps, e.g. 0it,50it,100it,500it")
     r.add_argument("--eval-every", default="100it", help="evaluation interval (default 100it)")
-    r.add_argument("--runs", type=Path, help="run store directory (default $LMC_RUNS or ./lmc_runs)")
+    r.add_argument("--runs", type=Path,
+                   help="run store directory (default $LMC_RUNS or ./lmc_runs)")
     r.add_argument("--data-dir", help="data directory (default $LMC_DATA_DIR or ~/.cache/lmc/data)")
     r.add_argument("--no-progress", dest="progress", action="store_false",
                    help="no progress bar")

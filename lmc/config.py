@@ -94,7 +94,8 @@ class TrainConfig:
         if Duration.parse(self.cycle).amount <= 0:
             raise ConfigError(f"cycle length must be positive, got {self.cycle!r}")
         # Canonical forms so that equal settings hash equally.
-        object.__setattr__(self, "milestones", tuple(str(Duration.parse(m)) for m in self.milestones))
+        milestones = tuple(str(Duration.parse(m)) for m in self.milestones)
+        object.__setattr__(self, "milestones", milestones)
         object.__setattr__(self, "model_options", dict(sorted(self.model_options.items())))
 
     def seed_of(self, stream: str) -> int:
@@ -115,7 +116,8 @@ class TrainConfig:
         unknown = sorted(set(values) - names)
         if unknown:
             raise ConfigError(
-                f"unknown config field(s) {', '.join(unknown)}; valid fields: {', '.join(sorted(names))}"
+                f"unknown config field(s) {', '.join(unknown)}; "
+                f"valid fields: {', '.join(sorted(names))}"
             )
         values = dict(values)
         if "milestones" in values:

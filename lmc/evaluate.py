@@ -42,9 +42,8 @@ class Evaluator:
         n = x.shape[0]
         loss_sum, correct = 0.0, 0
         for start in range(0, n, self.batch_size):
-            batch_loss, batch_correct = self._sums(
-                params, state, x[start : start + self.batch_size], y[start : start + self.batch_size]
-            )
+            end = start + self.batch_size
+            batch_loss, batch_correct = self._sums(params, state, x[start:end], y[start:end])
             loss_sum, correct = loss_sum + batch_loss, correct + batch_correct
         loss, accuracy = jax.device_get((loss_sum / n, correct / n))
         return {"loss": loss, "accuracy": accuracy, "error": 1.0 - accuracy}

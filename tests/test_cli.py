@@ -24,7 +24,7 @@ def _error_line(capsys) -> str:
         (["--batch-size", "5000"], "batch size 5000 is larger than the data set (4000 examples)"),
         (["--duration", "10 steps"], "cannot read duration '10 steps'"),
         (["--model-option", "widths"], "must be written KEY=VALUE"),
-        (["--model-option", "depth=3"], "valid options: widths"),
+        (["--model-option", "depth=3"], "'depth' for model 'conv1d'; valid options: channels"),
         (["--config", "missing.json"], "config file missing.json does not exist"),
     ],
 )

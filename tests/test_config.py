@@ -48,7 +48,7 @@ def test_schedules():
     cos = learning_rate_schedule(TrainConfig(lr=2.0, schedule="cosine", duration="100it"), 10)
     assert float(cos(0)) == pytest.approx(2.0) and float(cos(50)) == pytest.approx(1.0)
     assert float(cos(100)) == pytest.approx(0.0, abs=1e-6)
-    warm = learning_rate_schedule(TrainConfig(lr=1.0, warmup="10it"), 10)
+    warm = learning_rate_schedule(TrainConfig(lr=1.0, schedule="constant", warmup="10it"), 10)
     assert float(warm(0)) == pytest.approx(0.1) and float(warm(9)) == pytest.approx(1.0)
     cyc = learning_rate_schedule(
         TrainConfig(lr=1.0, schedule="cyclic", cycle="10it", cycle_mult=2, duration="70it"), 10

@@ -25,6 +25,8 @@ from lmc.data import (
 )
 from lmc.errors import ConfigError, DataError
 
+from .conftest import write_tfds_metadata as _write_tfds_metadata
+
 
 @pytest.fixture(scope="module")
 def mnist1d_dir(tmp_path_factory):
@@ -214,20 +216,6 @@ def test_unknown_data_set_lists_valid_names(tmp_path):
     assert {"mnist1d", "mnist", "fashion_mnist", "cifar10", "cifar100", "svhn_cropped"} <= set(
         DATASETS
     )
-
-
-def _write_tfds_metadata(data_dir, name: str, num_train: int, num_test: int, file_format: str):
-    """The metadata files a prepared tfds set has (no records: mock_data supplies them)."""
-    builder = tfds.builder(name, data_dir=data_dir, file_format=file_format)
-    splits = [("train", num_train), ("test", num_test)]
-    builder.info.set_splits(
-        tfds.core.SplitDict(
-            [tfds.core.SplitInfo(name=s, shard_lengths=[n], num_bytes=0) for s, n in splits]
-        )
-    )
-    builder.data_path.mkdir(parents=True)
-    builder.info.write_to_directory(builder.data_path)
-    return builder.data_path
 
 
 @pytest.mark.parametrize(

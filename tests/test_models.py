@@ -219,7 +219,7 @@ def test_unknown_option_lists_valid_options():
     [
         ("resnet20", {"norm": "group"}),
         ("mlp", {"widths": (10, 0)}),
-        ("mlp", {"widths": 10}),
+        ("mlp", {"widths": "10"}),
         ("conv1d", {"channels": 2.5}),
         ("resnet56", {"width": True}),
     ],

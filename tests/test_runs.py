@@ -129,7 +129,8 @@ def test_child_run_records_parent_and_starts_from_its_checkpoint(reference, mnis
 
 def test_missing_parent_checkpoint_is_named(reference, mnist1d):
     spec = RunSpec(CONFIG, parent=reference.spec.run_id, start_step=70)
-    with pytest.raises(lmc.CheckpointError, match="has no checkpoint at step 70; saved steps: 0, 50"):
+    message = "has no checkpoint at step 70; saved steps: 0, 50"
+    with pytest.raises(lmc.CheckpointError, match=message):
         train_run(spec, reference.root, dataset=mnist1d, progress=False)
 
 
