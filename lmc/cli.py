@@ -84,7 +84,8 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     r = p.add_argument_group("run")
     r.add_argument("--save-at", type=_csv, default=[], metavar="STEPS",
                    help="extra checkpoint steps, e.g. 0it,50it,100it,500it")
-    r.add_argument("--eval-every", default="100it", help="evaluation interval (default 100it)")
+    r.add_argument("--eval-every",
+                   help="evaluation and checkpoint interval (default: 1/20 of the run)")
     r.add_argument("--runs", type=Path,
                    help="run store directory (default $LMC_RUNS or ./lmc_runs)")
     r.add_argument("--data-dir", help="data directory (default $LMC_DATA_DIR or ~/.cache/lmc/data)")
@@ -152,7 +153,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
     config = DEMO_CONFIG if args.duration is None else DEMO_CONFIG.replace(duration=args.duration)
     print(f"lmc demo: training {config.model} on {config.dataset} for {config.duration} "
           f"({config.optimizer}, lr {config.lr}, batch {config.batch_size})")
-    args.save_at, args.eval_every = ["0it", "100it", "500it"], "250it"
+    args.save_at, args.eval_every = ["100it", "500it"], None
     _train_and_report(config, args)
 
 

@@ -32,6 +32,7 @@ from lmc.rng import STREAMS, noise_keys
 from lmc.train import Trainer, TrainState
 
 KEEP_RECENT = 2  # rolling checkpoints kept besides the requested ones
+EVALUATIONS = 20  # evaluations (and rolling checkpoints) per run unless eval_every is given
 
 
 def default_root() -> Path:
@@ -145,7 +146,7 @@ def train_runs(
     dataset: Dataset | None = None,
     mask: Any = None,
     save_at: Sequence[str | int] = (),
-    eval_every: str | int = "100it",
+    eval_every: str | int | None = None,
     strategy: str = "auto",
     progress: bool = True,
     data_dir: str | None = None,
@@ -154,7 +155,8 @@ def train_runs(
 
     Finished runs are reused; unfinished ones resume from the latest step every one of
     them has a checkpoint for. Checkpoints are written at the start, at `save_at`, at
-    every evaluation (rolling: the last two are kept) and at the end.
+    every evaluation (every `eval_every`, default 1/20 of the run; rolling: the last two
+    are kept) and at the end.
     """
     first = specs[0]
     shared = (first.config, first.parent, first.start_step, first.mask)
@@ -196,7 +198,8 @@ def train_runs(
             for old in recent:
                 run.checkpoint_path(old).unlink(missing_ok=True)
 
-    every = Duration.parse(eval_every).steps(spe)
+    every = (Duration.parse(eval_every).steps(spe) if eval_every is not None
+             else max(1, trainer.total_steps // EVALUATIONS))
     try:
         trainer.run(states, keys, eval_every=every, event_steps=sorted(requested),
                     on_event=on_event, progress=progress, history=None)

@@ -35,7 +35,8 @@ def _assert_same_run(a: Run, b: Run) -> None:
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, mnist1d):
     root = tmp_path_factory.mktemp("reference")
-    return train_run(CONFIG, root, dataset=mnist1d, save_at=["50it"], progress=False)
+    return train_run(CONFIG, root, dataset=mnist1d, save_at=["50it"], eval_every="100it",
+                     progress=False)
 
 
 def test_run_id_hashes_result_changing_settings():
@@ -82,11 +83,13 @@ def test_interrupted_run_resumes_bit_identical(reference, mnist1d, tmp_path, mon
 
     monkeypatch.setattr(lmc.runs, "save_checkpoint", save_then_die)
     with pytest.raises(KeyboardInterrupt):
-        train_run(CONFIG, tmp_path, dataset=mnist1d, save_at=["50it"], progress=False)
+        train_run(CONFIG, tmp_path, dataset=mnist1d, save_at=["50it"], eval_every="100it",
+                  progress=False)
     monkeypatch.setattr(lmc.runs, "save_checkpoint", real_save)
     run = Run(tmp_path, RunSpec(CONFIG))
     assert not run.finished and max(run.saved_steps()) < 300
-    resumed = train_run(CONFIG, tmp_path, dataset=mnist1d, save_at=["50it"], progress=False)
+    resumed = train_run(CONFIG, tmp_path, dataset=mnist1d, save_at=["50it"], eval_every="100it",
+                        progress=False)
     _assert_same_run(resumed, reference)
 
 
@@ -116,7 +119,7 @@ def test_killed_process_resumes_bit_identical(reference, mnist1d, tmp_path, data
 
 def test_child_run_records_parent_and_starts_from_its_checkpoint(reference, mnist1d, tmp_path):
     spec = RunSpec(CONFIG, parent=reference.spec.run_id, start_step=50, sibling=1)
-    child = train_run(spec, reference.root, dataset=mnist1d, progress=False)
+    child = train_run(spec, reference.root, dataset=mnist1d, eval_every="100it", progress=False)
     result = child.result()
     assert result["spec"]["parent"] == reference.spec.run_id
     assert result["spec"]["start_step"] == 50 and result["spec"]["sibling"] == 1
