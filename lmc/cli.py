@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
-from lmc.config import OPTIMIZERS, SCHEDULES, TrainConfig
+from lmc.config import OPTIMIZERS, SCHEDULES, Duration, TrainConfig
 from lmc.errors import ConfigError, LmcError
 
 DESCRIPTION = """\
@@ -21,7 +22,10 @@ an interrupted run resumes where it stopped), and study them.
 
 EPILOG = """\
 examples:
-  lmc demo                                     train the default model on MNIST-1D
+  lmc demo                                     train, interpolate and analyse instability
+  lmc interpolate RUN/checkpoints/step_00000500.npz RUN/checkpoints/step_00006000.npz
+  lmc instability --model mlp --lr 0.1 --spawn-steps 0it,50it,200it
+  lmc plot lmc_results/instability-0123456789.json
   lmc train --model mlp --lr 0.05 --duration 20ep --save-at 0it,100it,500it
   lmc train --config resnet20_cifar10.json --runs /data/lmc_runs
 durations are written as iterations (500it) or epochs (160ep).
@@ -146,15 +150,152 @@ def cmd_train(args: argparse.Namespace) -> None:
     _train_and_report(config_from_args(args), args)
 
 
+def _result_path(args: argparse.Namespace, kind: str, identity: Any) -> Path:
+    """--out, else lmc_results/<kind>-<hash of what was computed>.json."""
+    if args.out is not None:
+        return Path(args.out)
+    if isinstance(identity, argparse.Namespace):
+        identity = {k: v for k, v in vars(identity).items() if k != "func"}
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode())
+    return Path("lmc_results") / f"{kind}-{digest.hexdigest()[:10]}.json"
+
+
+def _write_result(record: dict, path: Path, figure: bool) -> None:
+    from lmc.files import write_json
+
+    write_json(path, record)
+    print(f"results    {path}")
+    if figure:
+        from lmc.plots import plot_result
+
+        for written in plot_result(path):
+            print(f"figure     {written}")
+
+
+def _print_barrier_table(record: dict) -> None:
+    print(f"{'split':<6} {'':>4}  {'loss: mean':>10} {'chord':>7} {'midpt':>7}   "
+          f"{'error (pts): mean':>17} {'chord':>6} {'midpt':>6}")
+    for split, b in record["barriers"].items():
+        loss, err = b["loss"], b["error"]
+        print(f"{split:<6} {'':>4}  {loss['mean']:>10.4f} {loss['chord']:>7.4f} "
+              f"{loss['midpoint']:>7.4f}   {100 * err['mean']:>17.2f} {100 * err['chord']:>6.2f} "
+              f"{100 * err['midpoint']:>6.2f}")
+
+
+def cmd_interpolate(args: argparse.Namespace) -> None:
+    from lmc.interpolate import interpolate_checkpoints
+
+    record = interpolate_checkpoints(
+        args.a, args.b, alphas=args.alphas, splits=tuple(args.splits), bn=args.bn,
+        max_examples=args.max_examples, layerwise=args.layerwise, data_dir=args.data_dir)
+    bn = f", BatchNorm {record['bn']}" if record["bn"] != "none" else ""
+    print(f"{record['model']['name']} on {record['data']}, {len(record['alphas'])} points{bn}")
+    _print_barrier_table(record)
+    for row in record.get("layerwise", []):
+        split = "test" if "test" in row["only"] else "train"
+        print(f"  {row['block']:<20} {split} error barrier: only this block moves "
+              f"{100 * row['only'][split]['error']:6.2f} pts, all but it "
+              f"{100 * row['all_but'][split]['error']:6.2f} pts")
+    _write_result(record, _result_path(args, "interpolation", args), not args.no_figure)
+
+
+def _run_and_step(path: Path, step: str | None):
+    """A run directory and a step, from a checkpoint file or a run directory + --step."""
+    from lmc.runs import Run
+
+    if path.is_file():
+        run = Run.open(path.parent.parent)
+        return run, int(path.stem.removeprefix("step_"))
+    run = Run.open(path)
+    if step is None:
+        raise ConfigError("give --step when spawning from a run directory")
+    from lmc.data import steps_per_epoch
+
+    meta = run.load(None).meta["data"]
+    spe = steps_per_epoch(meta["num_train"], run.spec.config.batch_size)
+    return run, Duration.parse(step).steps(spe)
+
+
+def cmd_spawn(args: argparse.Namespace) -> None:
+    from lmc.instability import pairwise_interpolations, spawn
+
+    parent, step = _run_and_step(args.parent, args.step)
+    print(f"spawning {args.children} children of {parent.dir} at step {step}")
+    kids = spawn(parent, step, args.children, progress=args.progress, data_dir=args.data_dir)
+    for kid in kids:
+        final = kid.result()["final"]
+        print(f"child      {kid.dir}  test accuracy {final['test_accuracy']:.2%}")
+    if len(kids) > 1:
+        records = pairwise_interpolations(kids, alphas=args.alphas, data_dir=args.data_dir)
+        barrier = [100 * r["barriers"]["test"]["error"]["mean"] for r in records]
+        print(f"test error barrier between children: {sum(barrier) / len(barrier):.2f} pts "
+              f"(over {len(barrier)} pair{'s' * (len(barrier) > 1)})")
+
+
+def cmd_instability(args: argparse.Namespace) -> None:
+    from lmc.instability import instability_analysis
+
+    config = config_from_args(args)
+    _check_names(config)
+    record = instability_analysis(
+        config, args.spawn_steps, children=args.children, replicates=args.replicates,
+        root=args.runs, alphas=args.alphas, threshold=args.threshold, progress=args.progress,
+        data_dir=args.data_dir)
+    _print_instability(record)
+    _write_result(record, _result_path(args, "instability", args), not args.no_figure)
+
+
+def _print_instability(record: dict) -> None:
+    print(f"dense test accuracy {record['dense_test_accuracy']:.2%}; instability = test error "
+          f"barrier between {record['children']} children (stable below "
+          f"{100 * record['threshold']:g} pts)")
+    for point in record["points"]:
+        b = point["error_barrier"]
+        stable = "stable" if b["mean"] < record["threshold"] else "unstable"
+        print(f"  k = {point['step']:>6}: {100 * b['mean']:6.2f} ± {100 * b['std']:.2f} pts  "
+              f"{stable}")
+
+
+def cmd_plot(args: argparse.Namespace) -> None:
+    from lmc.plots import plot_result
+
+    for written in plot_result(args.result, args.out):
+        print(f"figure     {written}")
+
+
 DEMO_CONFIG = TrainConfig()
 
 
+DEMO_INSTABILITY = TrainConfig(model="mlp", model_options={"widths": (128, 128)}, lr=0.1,
+                               schedule="constant", duration="2000it")
+DEMO_SPAWN_STEPS = ("0it", "50it", "200it")
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
+    from lmc.instability import final_checkpoint, instability_analysis, spawn
+    from lmc.runs import Run
+
     config = DEMO_CONFIG if args.duration is None else DEMO_CONFIG.replace(duration=args.duration)
-    print(f"lmc demo: training {config.model} on {config.dataset} for {config.duration} "
+    print(f"== 1. training {config.model} on {config.dataset} for {config.duration} "
           f"({config.optimizer}, lr {config.lr}, batch {config.batch_size})")
     args.save_at, args.eval_every = ["100it", "500it"], None
-    _train_and_report(config, args)
+    result = _train_and_report(config, args)
+
+    print("\n== 2. two children spawned at step 500, and the straight line between them")
+    parent = Run.open(Path(result["checkpoint"]).parent.parent)
+    kids = spawn(parent, 500, 2, progress=args.progress, data_dir=args.data_dir)
+    args.a, args.b = (final_checkpoint(kid) for kid in kids)
+    args.alphas, args.splits, args.bn, args.max_examples = 25, ["train", "test"], None, None
+    args.layerwise, args.out, args.no_figure = True, None, False
+    cmd_interpolate(args)
+
+    print(f"\n== 3. instability analysis: {DEMO_INSTABILITY.model} spawned at "
+          f"{', '.join(DEMO_SPAWN_STEPS)}")
+    record = instability_analysis(DEMO_INSTABILITY, DEMO_SPAWN_STEPS, root=args.runs,
+                                  progress=args.progress, data_dir=args.data_dir)
+    _print_instability(record)
+    args.out = None
+    _write_result(record, _result_path(args, "instability", record["config"]), True)
 
 
 def cmd_list(args: argparse.Namespace) -> None:
@@ -163,6 +304,13 @@ def cmd_list(args: argparse.Namespace) -> None:
 
     print("models:    " + ", ".join(MODELS))
     print("data sets: " + ", ".join(DATASETS))
+
+
+def _add_interpolation_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--alphas", type=int, default=25,
+                   help="evenly spaced interpolation points, ends included (default 25)")
+    p.add_argument("--out", type=Path, help="result JSON (default lmc_results/<kind>-<hash>.json)")
+    p.add_argument("--no-figure", action="store_true", help="write the JSON only")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -179,12 +327,61 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_arguments(p)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("demo", help="train the default model on MNIST-1D and report accuracy")
+    p = sub.add_parser("demo", help="train on MNIST-1D, interpolate, and run an instability "
+                       "analysis with its figure")
     p.add_argument("--duration", help=f"training length (default {DEMO_CONFIG.duration})")
     p.add_argument("--runs", type=Path, help="run store directory (default ./lmc_runs)")
     p.add_argument("--data-dir", help="data directory")
     p.add_argument("--no-progress", dest="progress", action="store_false")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("interpolate", help="loss and error barriers between two checkpoints",
+                       description="Evaluate the straight line between two checkpoints of one "
+                       "architecture; print the barriers, write a JSON and a barrier plot.")
+    p.add_argument("a", type=Path, help="checkpoint at α = 0")
+    p.add_argument("b", type=Path, help="checkpoint at α = 1")
+    _add_interpolation_arguments(p)
+    p.add_argument("--splits", type=_csv, default=["train", "test"], help="default train,test")
+    p.add_argument("--bn", choices=("reset", "interpolate"),
+                   help="BatchNorm statistics: re-estimate per point (default for BN nets) or "
+                   "interpolate them")
+    p.add_argument("--max-examples", type=int, help="evaluate on a fixed subset of this size")
+    p.add_argument("--layerwise", action="store_true",
+                   help="also move one block at a time (and all but one)")
+    p.add_argument("--data-dir", help="data directory")
+    p.set_defaults(func=cmd_interpolate)
+
+    p = sub.add_parser("spawn", help="train children of a checkpoint that differ in SGD noise",
+                       description="Train N children from a run's checkpoint; they share "
+                       "weights, optimizer state and schedule but not data order or "
+                       "augmentation. Prints the test error barrier between them.")
+    p.add_argument("parent", type=Path, help="a checkpoint file, or a run directory with --step")
+    p.add_argument("--step", help="spawn step (with a run directory), e.g. 100it or 2ep")
+    p.add_argument("--children", type=int, default=2, help="number of children (default 2)")
+    p.add_argument("--alphas", type=int, default=25, help="interpolation points (default 25)")
+    p.add_argument("--data-dir", help="data directory")
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+    p.set_defaults(func=cmd_spawn)
+
+    p = sub.add_parser("instability", help="instability analysis over spawn steps",
+                       description="Frankle et al. 2020: for every spawn step k, train "
+                       "children from the parent's checkpoint at k and measure the test error "
+                       "barrier between them. Writes a JSON and the instability figure.")
+    _add_train_arguments(p)
+    p.add_argument("--spawn-steps", type=_csv, required=True,
+                   help="e.g. 0it,25it,100it,500it,2ep")
+    p.add_argument("--children", type=int, default=2, help="children per parent (default 2)")
+    p.add_argument("--replicates", type=int, default=1,
+                   help="parents with seeds seed, seed+1, ... (default 1)")
+    p.add_argument("--threshold", type=float, default=0.02,
+                   help="stability threshold on the error barrier (default 0.02)")
+    _add_interpolation_arguments(p)
+    p.set_defaults(func=cmd_instability)
+
+    p = sub.add_parser("plot", help="redraw the figures of a result JSON")
+    p.add_argument("result", type=Path, help="a JSON written by lmc")
+    p.add_argument("--out", type=Path, help="figure path without suffix (default: beside the JSON)")
+    p.set_defaults(func=cmd_plot)
 
     p = sub.add_parser("list", help="list the models and data sets")
     p.set_defaults(func=cmd_list)

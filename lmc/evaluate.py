@@ -27,15 +27,19 @@ class Evaluator:
     """Loss, accuracy and error of a network (or a stack of networks) on a data set.
 
     `apply_fn(params, state, x) -> logits` runs the network in evaluation mode. With
-    `stacked=True` params and state carry a leading axis of networks (siblings,
-    interpolation points) that is evaluated in one vmapped program per batch.
-    Batches are dispatched from Python without host synchronisation; the sums stay on
-    the device until the end.
+    `network_axes`, params and state carry a leading axis of networks (siblings,
+    interpolation points) that is evaluated in one vmapped program per batch: it is the
+    `in_axes` of params and state for `jax.vmap`, e.g. `(0, 0)`, or `((0, None), 0)` for
+    params given as `(stacked, shared)`. Batches are dispatched from Python without host
+    synchronisation; the sums stay on the device until the end.
     """
 
-    def __init__(self, apply_fn: ApplyFn, batch_size: int = 1000, stacked: bool = False):
+    def __init__(self, apply_fn: ApplyFn, batch_size: int = 1000,
+                 network_axes: tuple[Any, Any] | None = None):
         sums = lambda p, s, x, y: _batch_sums(apply_fn, p, s, x, y)  # noqa: E731
-        self._sums = jax.jit(jax.vmap(sums, in_axes=(0, 0, None, None)) if stacked else sums)
+        if network_axes is not None:
+            sums = jax.vmap(sums, in_axes=(*network_axes, None, None))
+        self._sums = jax.jit(sums)
         self.batch_size = batch_size
 
     def __call__(self, params, state, x: jax.Array, y: jax.Array) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from lmc.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
@@ -29,7 +30,7 @@ from lmc.data import Dataset, load_dataset
 from lmc.errors import CheckpointError, ConfigError, TrainingDiverged
 from lmc.files import read_json, write_json
 from lmc.rng import STREAMS, noise_keys
-from lmc.train import Trainer, TrainState
+from lmc.train import Trainer, TrainState, apply_mask
 
 KEEP_RECENT = 2  # rolling checkpoints kept besides the requested ones
 EVALUATIONS = 20  # evaluations (and rolling checkpoints) per run unless eval_every is given
@@ -184,16 +185,14 @@ def train_runs(
         for stale in (run.dir / "checkpoints").glob(".*.tmp"):  # left by a killed write
             stale.unlink()
 
-    states, history = _resume_point(runs, trainer)
+    states, history = _resume_point(runs, trainer, mask)
     keys = [noise_keys(config, s.sibling) for s in specs]
 
     def on_event(step: int, current: list[TrainState], records) -> None:
         for i, (run, ts) in enumerate(zip(runs, current, strict=True)):
             if records is not None:
                 history[i].append(records[i])
-            save_checkpoint(run.checkpoint_path(step), params=ts.params, state=ts.state,
-                            opt_state=ts.opt_state, mask=mask, step=step,
-                            meta=checkpoint_meta(run.spec, trainer, history[i]))
+            _save(run, trainer, ts, mask, history[i])
             recent = [s for s in run.saved_steps() if s not in requested][:-KEEP_RECENT]
             for old in recent:
                 run.checkpoint_path(old).unlink(missing_ok=True)
@@ -217,10 +216,51 @@ def train_runs(
     return runs
 
 
-def _resume_point(runs: list[Run], trainer: Trainer) -> tuple[list[TrainState], list[list[dict]]]:
-    """Latest common checkpoint of the runs, else their shared starting state."""
-    import jax.numpy as jnp
+def _save(run: Run, trainer: Trainer, ts: TrainState, mask: Any, history: list[dict]) -> None:
+    step = int(ts.step)
+    save_checkpoint(run.checkpoint_path(step), params=ts.params, state=ts.state,
+                    opt_state=ts.opt_state, mask=mask, step=step,
+                    meta=checkpoint_meta(run.spec, trainer, history))
 
+
+def ensure_checkpoint(
+    run: Run, step: int, *, dataset: Dataset | None = None, data_dir: str | None = None,
+    progress: bool = True,
+) -> Path:
+    """The checkpoint of `run` at `step`, recreated if it was not saved.
+
+    Training is deterministic, so the missing step is reached again by training from the
+    latest saved checkpoint before it (or by training the run, if it never started).
+    """
+    if step in run.saved_steps():
+        return run.checkpoint_path(step)
+    earlier = [s for s in run.saved_steps() if s <= step]
+    if not earlier:  # the run never started
+        if run.spec.mask is not None:
+            raise CheckpointError(f"run {run.dir} has not started; train it with its mask first")
+        train_runs([run.spec], run.root, dataset=dataset, save_at=[step], progress=progress,
+                   data_dir=data_dir)
+        return run.checkpoint_path(step)
+    config = run.spec.config
+    dataset = dataset or load_dataset(config.dataset, data_dir)
+    ckpt = run.load(max(earlier))
+    trainer = Trainer(config, dataset, mask=ckpt.mask)
+    template = trainer.init_state()
+    ckpt = run.load(max(earlier), template.opt_state)
+    if step > trainer.total_steps:
+        raise ConfigError(f"step {step} is past the end of run {run.dir} ({trainer.total_steps})")
+    start = TrainState(ckpt.params, ckpt.state, ckpt.opt_state, jnp.asarray(ckpt.step, jnp.int32))
+    history = [h for h in ckpt.meta["history"] if h["step"] <= ckpt.step]
+    trainer.run([start], [noise_keys(config, run.spec.sibling)], stop=step, event_steps=[step],
+                on_event=lambda s, states, _: _save(run, trainer, states[0], ckpt.mask, history)
+                if s == step else None, progress=progress)
+    return run.checkpoint_path(step)
+
+
+def _resume_point(
+    runs: list[Run], trainer: Trainer, mask: Any
+) -> tuple[list[TrainState], list[list[dict]]]:
+    """Latest common checkpoint of the runs, else their shared starting state."""
     template = trainer.init_state()
     common = set.intersection(*(set(r.saved_steps()) for r in runs))
     if common:
@@ -235,7 +275,9 @@ def _resume_point(runs: list[Run], trainer: Trainer) -> tuple[list[TrainState], 
         return [template] * len(runs), [[] for _ in runs]
     parent = Run.open(runs[0].root / spec.parent)
     c = parent.load(spec.start_step, template.opt_state)
-    start = TrainState(c.params, c.state, c.opt_state, jnp.asarray(spec.start_step, jnp.int32))
+    # A mask given to a child of a dense run prunes the parent's weights (m ⊙ w_k).
+    start = TrainState(apply_mask(c.params, mask), c.state, c.opt_state,
+                       jnp.asarray(spec.start_step, jnp.int32))
     return [start] * len(runs), [[] for _ in runs]
 
 

@@ -97,6 +97,17 @@ def model_for(config: TrainConfig, dataset: Dataset):
     return build_model(config.model, dataset.num_classes, **config.model_options)
 
 
+def network_from_meta(meta: dict):
+    """The flax module a checkpoint's description names."""
+    spec = meta["model"]
+    return build_model(spec["name"], spec["num_classes"], **spec["options"])
+
+
+def train_apply(module) -> Callable:
+    """`(params, state, x) -> new state` in train mode (BatchNorm statistics update)."""
+    return lambda params, state, x: apply_model(module, params, state, x, train=True)[1]
+
+
 def eval_apply(module) -> Callable:
     """`(params, state, x) -> logits` in evaluation mode, for `Evaluator` and friends."""
     return lambda params, state, x: apply_model(module, params, state, x, train=False)[0]
@@ -186,7 +197,7 @@ class Trainer:
             steps = jax.vmap(steps, in_axes=(0, 0, None, None, None, None))
         self._steps = jax.jit(steps, static_argnums=5)
         self._evaluate = Evaluator(eval_apply(self.module), eval_batch_size,
-                                   stacked=self.strategy == "vmap")
+                                   network_axes=(0, 0) if self.strategy == "vmap" else None)
         self._sharding = self._sibling_sharding()
 
     def _sibling_sharding(self) -> NamedSharding | None:
@@ -335,5 +346,6 @@ def train(
 
 __all__ = [
     "STRATEGIES", "TrainResult", "TrainState", "Trainer", "apply_mask", "eval_apply",
-    "init_train_state", "learning_rate_schedule", "make_optimizer", "model_for", "train",
+    "init_train_state", "learning_rate_schedule", "make_optimizer", "model_for",
+    "network_from_meta", "train", "train_apply",
 ]

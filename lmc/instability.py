@@ -1,0 +1,140 @@
+"""Sibling runs and instability analysis (Frankle, Dziugaite, Roy & Carbin, ICML 2020).
+
+Children spawned from a parent's checkpoint at step k share everything (weights,
+optimizer state, schedule position) but SGD noise: the data order and augmentation.
+Instability is the test error barrier between them after training; a network is
+stable at k when it is below 2 percentage points.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+from tqdm.auto import tqdm
+
+from lmc.config import Duration, TrainConfig
+from lmc.data import Dataset, load_dataset, steps_per_epoch
+from lmc.errors import ConfigError
+from lmc.interpolate import METRICS, interpolate_checkpoints
+from lmc.runs import Run, RunSpec, ensure_checkpoint, mask_id, train_run, train_runs
+
+
+def spawn(
+    parent: Run,
+    step: int,
+    children: int = 2,
+    *,
+    mask: Any = None,
+    dataset: Dataset | None = None,
+    strategy: str = "auto",
+    progress: bool = True,
+    data_dir: str | None = None,
+) -> list[Run]:
+    """Train `children` siblings from `parent`'s checkpoint at `step` (together, on the
+    sibling axis). They inherit the parent's mask unless `mask` prunes the parent's
+    weights for them (the sparse analysis)."""
+    if children < 1:
+        raise ConfigError(f"spawn needs at least one child, got {children}")
+    ensure_checkpoint(parent, step, dataset=dataset, data_dir=data_dir, progress=progress)
+    if mask is None:
+        mask = parent.load(step).mask
+    specs = [RunSpec(parent.spec.config, parent=parent.spec.run_id, start_step=step, sibling=i,
+                     mask=None if mask is None else mask_id(mask)) for i in range(children)]
+    return train_runs(specs, parent.root, dataset=dataset, mask=mask, strategy=strategy,
+                      progress=progress, data_dir=data_dir)
+
+
+def final_checkpoint(run: Run) -> Path:
+    return Path(run.result()["checkpoint"])
+
+
+def pairwise_interpolations(runs: Sequence[Run], **kwargs) -> list[dict[str, Any]]:
+    """Interpolation records between the final checkpoints of every pair of runs."""
+    return [interpolate_checkpoints(final_checkpoint(a), final_checkpoint(b), **kwargs)
+            for a, b in itertools.combinations(runs, 2)]
+
+
+def _summary(values: Sequence[float]) -> dict[str, float]:
+    v = np.asarray(values, float)
+    return {"mean": float(v.mean()), "std": float(v.std()), "min": float(v.min()),
+            "max": float(v.max()), "n": int(v.size)}
+
+
+def instability_analysis(
+    config: TrainConfig,
+    spawn_steps: Sequence[str | int],
+    *,
+    children: int = 2,
+    replicates: int = 1,
+    root: str | Path | None = None,
+    alphas: int = 25,
+    splits: tuple[str, ...] = ("test", "train"),
+    threshold: float = 0.02,
+    mask: Any = None,
+    dataset: Dataset | None = None,
+    progress: bool = True,
+    data_dir: str | None = None,
+) -> dict[str, Any]:
+    """Instability (test error barrier between children) against the spawn step k.
+
+    Trains (or reuses) `replicates` parents (seeds `config.seed + r`), spawns `children`
+    at every k and interpolates between every pair; reports the mean and spread over
+    parents and pairs. With `mask`, the children train the pruned network `m ⊙ w_k`.
+    """
+    if "test" not in splits:
+        raise ConfigError("instability is measured on the test split; include 'test' in splits")
+    if children < 2:
+        raise ConfigError(f"instability needs at least 2 children, got {children}")
+    dataset = dataset or load_dataset(config.dataset, data_dir)
+    spe = steps_per_epoch(dataset.num_train, config.batch_size)
+    steps = sorted({Duration.parse(s).steps(spe) for s in spawn_steps})
+    if not steps:
+        raise ConfigError("give at least one spawn step")
+    if steps[-1] >= config.total_steps(spe):
+        raise ConfigError(f"spawn step {steps[-1]} is not before the end of training "
+                          f"({config.total_steps(spe)} steps)")
+    parents = [train_run(RunSpec(config.replace(seed=config.seed + r)), root, dataset=dataset,
+                         save_at=steps, progress=progress) for r in range(replicates)]
+    points = []
+    for k in tqdm(steps, desc="spawn steps", disable=not progress, leave=False):
+        pairs, accuracies = [], []
+        for parent in parents:
+            kids = spawn(parent, k, children, mask=mask, dataset=dataset, progress=progress)
+            accuracies += [kid.result()["final"]["test_accuracy"] for kid in kids]
+            for record in pairwise_interpolations(kids, alphas=alphas, splits=splits,
+                                                  dataset=dataset):
+                record.pop("kind")
+                record["parent"] = parent.spec.run_id
+                pairs.append(record)
+        points.append({
+            "step": k,
+            "error_barrier": _summary([p["barriers"]["test"]["error"]["mean"] for p in pairs]),
+            "child_test_accuracy": _summary(accuracies),
+            "mean_curves": {s: {m: np.mean([p["curves"][s][m] for p in pairs], 0).tolist()
+                                for m in METRICS} for s in splits},
+            "pairs": pairs,
+        })
+    return {
+        "kind": "instability",
+        "config": config.to_dict(),
+        "parents": [p.spec.run_id for p in parents],
+        "children": children,
+        "replicates": replicates,
+        "sparse": mask is not None,
+        "density": None if mask is None else _density(mask),
+        "threshold": threshold,
+        "alphas": points[0]["pairs"][0]["alphas"],
+        "dense_test_accuracy": float(np.mean([p.result()["final"]["test_accuracy"]
+                                              for p in parents])),
+        "points": points,
+    }
+
+
+def _density(mask: Any) -> float:
+    leaves = [np.asarray(m) for m in jax.tree.leaves(mask)]
+    return float(sum(m.sum() for m in leaves) / sum(m.size for m in leaves))

@@ -1,0 +1,83 @@
+"""Spawning siblings and the instability analysis."""
+
+import jax
+import numpy as np
+import pytest
+
+from lmc.config import TrainConfig
+from lmc.errors import ConfigError
+from lmc.instability import instability_analysis, spawn
+from lmc.runs import Run, RunSpec, ensure_checkpoint, train_run
+
+CONFIG = TrainConfig(model="mlp", model_options={"widths": (32, 32)}, lr=0.05, batch_size=64,
+                     duration="200it")
+
+
+@pytest.fixture(scope="module")
+def parent(tmp_path_factory, mnist1d):
+    root = tmp_path_factory.mktemp("runs")
+    return train_run(CONFIG, root, dataset=mnist1d, save_at=["40it"], eval_every="100it",
+                     progress=False)
+
+
+def test_children_differ_only_in_data_order_and_augmentation(parent, mnist1d):
+    kids = spawn(parent, 40, 2, dataset=mnist1d, progress=False)
+    specs = [kid.spec for kid in kids]
+    assert [s.sibling for s in specs] == [0, 1]
+    assert all(s.config == CONFIG and s.parent == parent.spec.run_id and s.start_step == 40
+               for s in specs)
+    # they start from the parent's weights and optimizer state at step 40 ...
+    start = parent.load(40).meta
+    for kid in kids:
+        c = kid.load(40)
+        assert c.meta["spec"]["sibling"] == kid.spec.sibling
+        with np.load(kid.checkpoint_path(40)) as child, np.load(parent.checkpoint_path(40)) as p:
+            for name in p.files:
+                if name != "__meta__":
+                    np.testing.assert_array_equal(child[name], p[name], err_msg=name)
+    assert start["step"] == 40
+    # ... and end apart, because their SGD noise differs
+    a, b = (kid.load(200).params for kid in kids)
+    assert not np.allclose(a["output"]["kernel"], b["output"]["kernel"])
+
+
+def test_sparse_children_keep_the_mask(parent, mnist1d):
+    params = parent.load(40).params
+    rng = np.random.default_rng(0)
+    mask = jax.tree.map(lambda p: rng.random(np.shape(p)) < 0.3, params)
+    kids = spawn(parent, 40, 2, mask=mask, dataset=mnist1d, progress=False)
+    for kid in kids:
+        final = kid.load(200)
+        for p, m in zip(jax.tree.leaves(final.params), jax.tree.leaves(mask), strict=True):
+            assert np.all(np.asarray(p)[~m] == 0)
+        assert kid.spec.mask is not None
+
+
+def test_ensure_checkpoint_recreates_a_missing_step_exactly(parent, mnist1d):
+    path = ensure_checkpoint(parent, 40, dataset=mnist1d, progress=False)
+    assert path == parent.checkpoint_path(40)
+    saved = np.load(path)
+    expected = {k: saved[k] for k in saved.files if k != "__meta__"}
+    path.unlink()
+    again = ensure_checkpoint(parent, 40, dataset=mnist1d, progress=False)
+    with np.load(again) as npz:
+        for k, v in expected.items():
+            np.testing.assert_array_equal(npz[k], v, err_msg=k)
+    fresh = Run(parent.root, RunSpec(CONFIG.replace(seed=5)))
+    assert ensure_checkpoint(fresh, 30, dataset=mnist1d, progress=False).is_file()
+
+
+def test_instability_analysis_record(tmp_path, mnist1d):
+    record = instability_analysis(CONFIG, ["0it", "40it"], children=3, root=tmp_path,
+                                  alphas=5, dataset=mnist1d, progress=False)
+    assert record["kind"] == "instability" and record["children"] == 3
+    assert [p["step"] for p in record["points"]] == [0, 40]
+    for point in record["points"]:
+        assert point["error_barrier"]["n"] == 3  # pairs of 3 children
+        values = [p["barriers"]["test"]["error"]["mean"] for p in point["pairs"]]
+        assert point["error_barrier"]["mean"] == pytest.approx(np.mean(values))
+        assert len(point["mean_curves"]["test"]["error"]) == 5
+    with pytest.raises(ConfigError, match="not before the end of training"):
+        instability_analysis(CONFIG, ["200it"], root=tmp_path, dataset=mnist1d, progress=False)
+    with pytest.raises(ConfigError, match="at least 2 children"):
+        instability_analysis(CONFIG, ["0it"], children=1, root=tmp_path, dataset=mnist1d)
