@@ -13,9 +13,21 @@ from lmc.errors import (
     TrainingDiverged,
 )
 from lmc.evaluate import Evaluator, cross_entropy
+from lmc.instability import instability_analysis, pairwise_interpolations, spawn
+from lmc.interpolate import (
+    BARRIERS,
+    PathEvaluator,
+    alpha_grid,
+    barriers,
+    check_same_structure,
+    interpolate_checkpoints,
+    interpolation_record,
+    lerp,
+)
 from lmc.models import MODELS, apply_model, build_model, count_params, init_model, prunable
+from lmc.plots import plot_result
 from lmc.rng import STREAMS, noise_keys, stream_key
-from lmc.runs import Run, RunSpec, mask_id, train_run, train_runs
+from lmc.runs import Run, RunSpec, ensure_checkpoint, mask_id, train_run, train_runs
 from lmc.train import (
     Trainer,
     TrainResult,
@@ -28,12 +40,14 @@ from lmc.train import (
 )
 
 __all__ = [
-    "DATASETS", "MODELS", "OPTIMIZERS", "SCHEDULES", "STREAMS",
+    "BARRIERS", "DATASETS", "MODELS", "OPTIMIZERS", "SCHEDULES", "STREAMS",
     "Checkpoint", "CheckpointError", "ConfigError", "DataError", "Dataset", "Duration",
-    "Evaluator", "LmcError", "Run", "RunSpec", "TrainConfig", "TrainResult", "TrainState",
-    "Trainer", "TrainingDiverged",
-    "apply_mask", "apply_model", "augment", "batch_indices", "build_model", "count_params",
-    "cross_entropy", "eval_apply", "get_batch", "init_model", "learning_rate_schedule",
-    "load_checkpoint", "load_dataset", "make_optimizer", "mask_id", "noise_keys", "prunable",
-    "save_checkpoint", "stream_key", "train", "train_run", "train_runs",
+    "Evaluator", "LmcError", "PathEvaluator", "Run", "RunSpec", "TrainConfig", "TrainResult",
+    "TrainState", "Trainer", "TrainingDiverged",
+    "alpha_grid", "apply_mask", "apply_model", "augment", "barriers", "batch_indices",
+    "build_model", "check_same_structure", "count_params", "cross_entropy", "ensure_checkpoint",
+    "eval_apply", "get_batch", "init_model", "instability_analysis", "interpolate_checkpoints",
+    "interpolation_record", "learning_rate_schedule", "lerp", "load_checkpoint", "load_dataset",
+    "make_optimizer", "mask_id", "noise_keys", "pairwise_interpolations", "plot_result",
+    "prunable", "save_checkpoint", "spawn", "stream_key", "train", "train_run", "train_runs",
 ]

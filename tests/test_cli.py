@@ -1,6 +1,7 @@
 """The `lmc` command: readable one-line errors with a non-zero exit, and a working train."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -71,3 +72,50 @@ def test_list(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
     assert "resnet20" in out and "cifar10" in out
+
+
+def test_interpolate_spawn_instability_and_plot(capsys, tmp_path, data_dir):
+    runs, common = tmp_path / "runs", ["--runs", str(tmp_path / "runs"),
+                                       "--data-dir", str(data_dir)]
+    small = [*SMALL, "--duration", "100it", "--lr", "0.05"]
+    for seed in ("0", "1"):
+        assert main(["train", *small, "--seed", seed, "--save-at", "20it", *common]) == 0
+    finals = sorted(runs.glob("*/checkpoints/step_00000100.npz"))
+    assert len(finals) == 2
+    capsys.readouterr()
+
+    out = tmp_path / "lmc.json"
+    assert main(["interpolate", str(finals[0]), str(finals[1]), "--alphas", "5", "--out", str(out),
+                 "--data-dir", str(data_dir)]) == 0
+    printed = capsys.readouterr().out
+    assert "error (pts): mean" in printed and "test" in printed
+    record = json.loads(out.read_text())
+    assert record["kind"] == "interpolation" and len(record["alphas"]) == 5
+    assert out.with_suffix(".png").stat().st_size > 0 and out.with_suffix(".pdf").exists()
+
+    out.with_suffix(".png").unlink()
+    assert main(["plot", str(out)]) == 0
+    assert out.with_suffix(".png").exists()
+
+    early = finals[0].with_name("step_00000020.npz")
+    assert main(["spawn", str(early), "--children", "2", "--alphas", "5", "--no-progress",
+                 "--data-dir", str(data_dir)]) == 0
+    assert "test error barrier between children" in capsys.readouterr().out
+    assert main(["spawn", str(finals[0].parent.parent), "--data-dir", str(data_dir)]) == 1
+    assert "give --step" in _error_line(capsys)
+
+    out = tmp_path / "instability.json"
+    assert main(["instability", *small, "--spawn-steps", "0it,20it", "--alphas", "5",
+                 "--out", str(out), *common]) == 0
+    assert "k =     20" in capsys.readouterr().out
+    record = json.loads(out.read_text())
+    assert [p["step"] for p in record["points"]] == [0, 20]
+    assert Path(f"{out.with_suffix('')}_curves.png").exists()
+
+
+def test_interpolate_errors_are_one_line(capsys, tmp_path, data_dir):
+    assert main(["interpolate", str(tmp_path / "a.npz"), str(tmp_path / "b.npz")]) == 1
+    assert "a.npz does not exist" in _error_line(capsys)
+    (tmp_path / "c.json").write_text(json.dumps({"kind": "histogram"}))
+    assert main(["plot", str(tmp_path / "c.json")]) == 1
+    assert "interpolation, instability" in _error_line(capsys)
