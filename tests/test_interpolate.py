@@ -170,3 +170,18 @@ def test_interpolate_checkpoints_end_to_end(tmp_path, mnist1d):
         interpolate_checkpoints(a, tmp_path / "missing.npz", dataset=mnist1d)
     with pytest.raises(ConfigError, match="valid splits: test, train"):
         interpolate_checkpoints(a, b, splits=("validation",), dataset=mnist1d)
+
+
+def test_batchnorm_network_defaults_to_reset(tmp_path, mock_cifar10):
+    """ResNet-20 on tfds mock CIFAR-10: BN statistics are re-estimated at every α."""
+    config = TrainConfig(model="resnet20", dataset="cifar10", batch_size=16, duration="2it")
+    run = train_run(config, tmp_path, dataset=mock_cifar10, save_at=["1it"], progress=False)
+    record = interpolate_checkpoints(run.checkpoint_path(1), run.checkpoint_path(2), alphas=3,
+                                     splits=("test",), dataset=mock_cifar10, bn_batch_size=32)
+    assert record["bn"] == "reset"
+    assert np.all(np.isfinite(record["curves"]["test"]["loss"]))
+    interpolated = interpolate_checkpoints(run.checkpoint_path(1), run.checkpoint_path(2),
+                                           alphas=3, splits=("test",), bn="interpolate",
+                                           dataset=mock_cifar10)
+    assert interpolated["bn"] == "interpolate"
+    assert interpolated["curves"]["test"]["loss"] != record["curves"]["test"]["loss"]
