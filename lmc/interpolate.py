@@ -2,7 +2,7 @@
 
 `w(α) = (1 − α)·w_a + α·w_b` on a grid of α including both ends (Frankle et al. 2020;
 Ainsworth et al. 2022). All α of a chunk are evaluated in one vmapped program; where
-vmapping is slower (convolutions on XLA's CPU backend) they are evaluated one by one.
+vmapping is slower (XLA's CPU backend, see benchmarks/) they are evaluated one by one.
 Works on any apply function and parameter pytrees, not only lmc's models.
 """
 
@@ -156,12 +156,14 @@ class PathEvaluator:
         if has_state and self.bn == "reset" and bn_batches is None:
             raise ConfigError('bn="reset" needs bn_batches: training inputs to estimate on')
         chunk = (self.chunk_size or len(alphas)) if self.vectorize else 1
+        reset = has_state and self.bn == "reset"
+        decay = self._bn_decay(params_a, state_a, bn_batches[0]) if reset else None
         out = {split: {"loss": [], "error": []} for split in data}
         for start in range(0, len(alphas), chunk):
             al = jnp.asarray(alphas[start : start + chunk], jnp.float32)
             al = al if self.vectorize else al[0]
-            if has_state and self.bn == "reset":
-                states = self._reset_states(params_a, params_b, al, state_a, bn_batches)
+            if reset:
+                states = self._reset_states(params_a, params_b, al, state_a, bn_batches, decay)
             else:
                 states = self._lerp_state(state_a, state_b, al)
             for split, (x, y) in data.items():
@@ -171,13 +173,16 @@ class PathEvaluator:
         return {split: {k: np.concatenate(v) for k, v in metrics.items()}
                 for split, metrics in out.items()}
 
-    def _reset_states(self, a, b, alpha, template, batches):
+    def _bn_decay(self, params, template, x):
+        """The momentum m of every statistic, read off one EMA update from ones and zeros."""
+        one, zero = jax.tree.map(jnp.ones_like, template), jax.tree.map(jnp.zeros_like, template)
+        return jax.tree.map(lambda u, z: u - z, self._train_apply(params, one, x),
+                            self._train_apply(params, zero, x))
+
+    def _reset_states(self, a, b, alpha, template, batches, decay):
         # An EMA update from zero is (1 − m)·batch statistic: sum those over the batches
-        # and divide by (1 − m)·count. m is read off one update from ones.
+        # and divide by (1 − m)·count.
         zero = jax.tree.map(jnp.zeros_like, template)
-        one = jax.tree.map(jnp.ones_like, template)
-        decay = jax.tree.map(lambda u, z: u - z, self._train_apply(a, one, batches[0]),
-                             self._train_apply(a, zero, batches[0]))
         total = None
         for x in batches:
             s = self._reset_sum(a, b, alpha, zero, x)
@@ -234,7 +239,6 @@ def interpolate_checkpoints(
     """
     from lmc.checkpoint import load_checkpoint
     from lmc.data import load_dataset
-    from lmc.models import uses_convolutions
     from lmc.train import eval_apply, network_from_meta, train_apply
 
     ca, cb = load_checkpoint(path_a), load_checkpoint(path_b)
@@ -246,7 +250,8 @@ def interpolate_checkpoints(
     has_state = bool(jax.tree.leaves(ca.state))
     bn = bn or ("reset" if has_state else "interpolate")
     if vectorize is None:
-        vectorize = not (jax.default_backend() == "cpu" and uses_convolutions(module))
+        # On XLA's CPU backend one network at a time is as fast or faster (benchmarks/).
+        vectorize = jax.default_backend() != "cpu"
     arrays = {"train": (dataset.x_train, dataset.y_train), "test": (dataset.x_test, dataset.y_test)}
     data = {}
     for split in splits:

@@ -163,10 +163,12 @@ class Trainer:
         self.total_steps = config.total_steps(self.steps_per_epoch)
         self.module = model_for(config, dataset)
         self.tx = make_optimizer(config, self.steps_per_epoch)
-        # XLA's CPU convolutions are many times slower vmapped or inside loops.
-        slow_loops = jax.default_backend() == "cpu" and uses_convolutions(self.module)
+        # On XLA's CPU backend vmapped siblings are slower than a loop of compiled steps,
+        # and convolutions are many times slower inside `lax.scan` (benchmarks/).
+        on_cpu = jax.default_backend() == "cpu"
+        slow_loops = on_cpu and uses_convolutions(self.module)
         if strategy == "auto":
-            strategy = "loop" if slow_loops or siblings == 1 else "vmap"
+            strategy = "loop" if on_cpu or siblings == 1 else "vmap"
         self.strategy = strategy
         self.steps_per_dispatch = steps_per_dispatch or (1 if slow_loops else 100)
         augmentation = dataset.augmentation if config.augment else "none"

@@ -119,7 +119,9 @@ def test_bn_reset_equals_statistics_computed_directly():
 
     alpha = 0.3
     evaluator = PathEvaluator(apply_fn, train_apply=train_apply, bn="reset")
-    stats = evaluator._reset_states(pa, pb, jnp.array([alpha]), state, x)
+    decay = evaluator._bn_decay(pa, state, x[0])
+    np.testing.assert_allclose(decay["batch_stats"]["bn"]["mean"], 0.8, rtol=1e-6)
+    stats = evaluator._reset_states(pa, pb, jnp.array([alpha]), state, x, decay)
     # direct: the hidden pre-activations of the interpolated network, batch by batch
     w = {k: (1 - alpha) * np.asarray(pa["hidden"][k]) + alpha * np.asarray(pb["hidden"][k])
          for k in ("kernel", "bias")}
