@@ -9,8 +9,10 @@ Batch 128, SGD with momentum 0.9. Rows, per model:
   step per call, batches gathered on the host with numpy (a permutation per epoch) and
   fed to every step; augmentation (ResNet-20 only) runs inside the step with `lmc.augment`.
 - **pytorch**: the same architecture and `torch.optim.SGD(momentum=0.9)` (constant
-  learning rate) on the CPU, data as in-memory tensors, batches by `torch.randperm`.
-  Only on the CPU backend, and only where torch is installed.
+  learning rate) on the CPU, data as in-memory tensors, batches by `torch.randperm`;
+  with as many threads as cores and with one (its OpenMP threads stall 20-40x when
+  another process occupies a core, one thread does not). Only on the CPU backend, and
+  only where torch is installed.
 
 Models: the MLP 40-256-256-10 and the conv1d net on MNIST-1D; on a GPU also ResNet-20 on
 CIFAR-10-shaped random data (skipped on the CPU, where XLA's convolutions are too slow).
@@ -81,6 +83,7 @@ class Case:
     strategy: str | None = None
     dispatch: int | None = None  # K, lmc only
     auto: bool = False  # lmc's automatic choice of strategy and K for this S
+    threads: int | None = None  # PyTorch only
 
     @property
     def quantum(self) -> int:
@@ -161,12 +164,11 @@ def torch_available() -> bool:
 class TorchLoop:
     """The same architecture in PyTorch on the CPU, batches from in-memory tensors."""
 
-    def __init__(self, config: lmc.TrainConfig, dataset: lmc.Dataset):
+    def __init__(self, config: lmc.TrainConfig, dataset: lmc.Dataset, threads: int):
         import torch
 
-        torch.set_num_threads(os.cpu_count() or 1)  # as many as XLA's CPU backend uses
         torch.manual_seed(config.seed)
-        self.torch = torch
+        self.torch, self.threads = torch, threads
         self.net = _torch_model(config.model, dataset)
         module = lmc.build_model(config.model, dataset.num_classes, **config.model_options)
         params, _ = lmc.init_model(module, lmc.stream_key(config, "init"), dataset.input_shape)
@@ -175,16 +177,17 @@ class TorchLoop:
             raise AssertionError(f"the PyTorch {config.model} has {torch_params} parameters, "
                                  f"lmc's {lmc.count_params(params)}")
         self.opt = torch.optim.SGD(self.net.parameters(), lr=config.lr, momentum=config.momentum)
-        x = torch.from_numpy(np.asarray(dataset.x_train))
+        x = torch.tensor(np.asarray(dataset.x_train))  # a copy: jax's arrays are read-only
         # PyTorch convolves channels-first: (N, L, C) -> (N, C, L).
         self.x = x.permute(0, 2, 1).contiguous() if config.model == "conv1d" else x
-        self.y = torch.from_numpy(np.asarray(dataset.y_train)).long()
+        self.y = torch.tensor(np.asarray(dataset.y_train), dtype=torch.long)
         self.batch_size, self.step_count = config.batch_size, 0
         self.steps_per_epoch = dataset.num_train // config.batch_size
         self.order = torch.randperm(dataset.num_train)
 
     def advance(self, n: int) -> None:
         functional = self.torch.nn.functional
+        self.torch.set_num_threads(self.threads)  # process-wide; rows differ in it
         for _ in range(n):
             position = self.step_count % self.steps_per_epoch
             if position == 0 and self.step_count:
@@ -237,7 +240,8 @@ def cases_for(config: lmc.TrainConfig, dataset: lmc.Dataset, grid: Grid,
               for k in grid.sibling_dispatch]
     cases.append(Case(model, "jax loop", lambda: JaxLoop(config, dataset)))
     if with_torch:
-        cases.append(Case(model, "pytorch", lambda: TorchLoop(config, dataset)))
+        cases += [Case(model, "pytorch", lambda t=t: TorchLoop(config, dataset, t), threads=t)
+                  for t in sorted({1, os.cpu_count() or 1})]
     return cases
 
 
@@ -292,6 +296,7 @@ def measure(cases: list[Case], steps: int, seconds: float, repeats: int) -> list
     return [
         {"model": case.model, "implementation": case.implementation, "siblings": case.siblings,
          "strategy": case.strategy, "steps_per_dispatch": case.dispatch, "auto": case.auto,
+         "threads": case.threads,
          "steps_per_repeat": n, "steps_per_second": max(r),
          "ratio_to_jax_loop": max(r) / reference, "repeats_steps_per_second": r}
         for case, n, r in zip(cases, counts, rates, strict=True)
@@ -300,8 +305,15 @@ def measure(cases: list[Case], steps: int, seconds: float, repeats: int) -> list
 
 def describe(case: Case) -> str:
     if case.implementation != "lmc":
-        return f"{case.model} {case.implementation}"
+        return f"{case.model} {label(case.implementation, case.threads)}"
     return f"{case.model} lmc S={case.siblings} {case.strategy} K={case.dispatch}"
+
+
+def label(implementation: str, threads: int | None) -> str:
+    """The implementation, with PyTorch's thread count."""
+    if threads is None:
+        return implementation
+    return f"{implementation} ({threads} thread{'s' if threads > 1 else ''})"
 
 
 def machine_info() -> dict[str, Any]:
@@ -325,7 +337,9 @@ def markdown(info: dict[str, Any], settings: dict[str, Any], rows: list[dict],
     machine = ", ".join(f"{k} {v}" for k, v in info.items())
     lines = [
         f"# Training throughput ({info['backend']})", "",
-        f"{machine}. Batch {settings['batch_size']}, SGD momentum 0.9; best of "
+        f"{machine}. Load average (1 min) before/after: "
+        f"{' / '.join(map(str, settings['load_average_1min']))}. "
+        f"Batch {settings['batch_size']}, SGD momentum 0.9; best of "
         f"{settings['repeats']} interleaved repeats. Steps/s counts sibling-steps (one step of "
         f"S siblings counts S); x jax loop is the ratio to the plain JAX loop; "
         f"auto marks lmc's automatic choice of strategy and K for that S.", "",
@@ -334,7 +348,8 @@ def markdown(info: dict[str, Any], settings: dict[str, Any], rows: list[dict],
     ]
     for r in rows:
         lines.append(
-            f"| {r['model']} | {r['implementation']} | {r['siblings']} | {r['strategy'] or ''} "
+            f"| {r['model']} | {label(r['implementation'], r['threads'])} | {r['siblings']} "
+            f"| {r['strategy'] or ''} "
             f"| {r['steps_per_dispatch'] or ''} | {'yes' if r['auto'] else ''} "
             f"| {r['steps_per_second']:,.1f} | {r['ratio_to_jax_loop']:.2f} |"
         )
@@ -355,6 +370,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results",
                         help="directory for the .json and .md results")
     args = parser.parse_args(argv)
+    load_before = os.getloadavg()[0]  # other processes distort CPU timings, PyTorch's most
     steps = args.steps or (10 if args.quick else 2000)
     repeats = args.repeats or (1 if args.quick else 3)
     grid = QUICK if args.quick else FULL
@@ -389,7 +405,8 @@ def main(argv: list[str] | None = None) -> None:
 
     info = machine_info()
     settings = {"batch_size": BATCH_SIZE, "steps": steps, "seconds": args.seconds,
-                "repeats": repeats, "quick": args.quick}
+                "repeats": repeats, "quick": args.quick,
+                "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)]}
     table = markdown(info, settings, rows, notes)
     name = f"train_throughput_{backend}{'_quick' if args.quick else ''}"
     write_json(args.out / f"{name}.json",

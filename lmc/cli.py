@@ -266,9 +266,9 @@ def cmd_plot(args: argparse.Namespace) -> None:
 DEMO_CONFIG = TrainConfig()
 
 
-DEMO_INSTABILITY = TrainConfig(model="mlp", model_options={"widths": (128, 128)}, lr=0.1,
-                               schedule="constant", duration="2000it")
-DEMO_SPAWN_STEPS = ("0it", "50it", "200it")
+# The unstable-then-stable setting of experiments/instability_mnist1d.md.
+DEMO_INSTABILITY = DEMO_CONFIG.replace(duration="3000it")
+DEMO_SPAWN_STEPS = ("0it", "25it", "250it")
 
 
 def cmd_demo(args: argparse.Namespace) -> None:

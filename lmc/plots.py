@@ -24,7 +24,7 @@ from matplotlib.ticker import NullFormatter
 from lmc.errors import ConfigError, LmcError
 from lmc.files import atomic_write
 
-PLOT_KINDS = ("interpolation", "instability")
+PLOT_KINDS = ("interpolation", "instability", "instability_comparison")
 
 STYLE = {
     "font.size": 10,
@@ -74,7 +74,8 @@ def plot_result(json_path: str | os.PathLike, out: str | os.PathLike | None = No
     if kind not in PLOT_KINDS:
         raise ConfigError(f"result file {json_path} has unknown kind {kind!r}; "
                           f"valid kinds: {', '.join(PLOT_KINDS)}")
-    plot = plot_interpolation if kind == "interpolation" else plot_instability
+    plot = {"interpolation": plot_interpolation, "instability": plot_instability,
+            "instability_comparison": plot_instability_comparison}[kind]
     try:
         return plot(record, json_path.with_suffix("") if out is None else out)
     except LmcError as e:
@@ -159,20 +160,7 @@ def plot_instability(record: dict, out: str | os.PathLike) -> list[Path]:
     Frankle, Dziugaite, Roy & Carbin 2020: a network is stable at k when the barrier is
     below the threshold (2 percentage points).
     """
-    points = _need(record, "points", "instability record")
-    if not isinstance(points, list) or not points:
-        raise LmcError("instability record has no points")
-    points = sorted(points, key=lambda p: _number(_need(p, "step", "point"), "step"))
-    steps = [int(p["step"]) for p in points]
-    means, stds = [], []
-    for p in points:
-        barrier = _mapping(_need(p, "error_barrier", f"point at step {p['step']}"),
-                           "error_barrier")
-        means.append(100 * _number(_need(barrier, "mean", "error_barrier"), "error_barrier"))
-        n = _number(barrier.get("n", 1), "error_barrier n")
-        std = barrier.get("std")
-        std = None if std is None or n <= 1 else _number(std, "error_barrier std")
-        stds.append(100 * std if std is not None and math.isfinite(std) else None)
+    points, steps, means, stds = _barrier_series(record)
     threshold = 100 * _number(record.get("threshold", 0.02), "threshold")
     config = record.get("config") or {}
     title = _title(config.get("model"), config.get("dataset"))
@@ -189,7 +177,8 @@ def plot_instability(record: dict, out: str | os.PathLike) -> list[Path]:
             k, m, s = zip(*bars, strict=True)
             axis.errorbar(k, m, yerr=s, fmt="none", ecolor=BLUE, elinewidth=1.2, capsize=3,
                           label="± std")
-        axis.axhline(threshold, color=GREY, ls="--", lw=1.2, label=f"stable below {threshold:g}%")
+        axis.axhline(threshold, color=GREY, ls="--", lw=1.2,
+                     label=f"stable below {threshold:g} pts")
         _step_axis(axis, steps)
         top = max([threshold] + [m + (s or 0) for m, s in zip(means, stds, strict=True)])
         axis.set_ylim(0, 1.15 * top if top > 0 else 1)
@@ -200,6 +189,59 @@ def plot_instability(record: dict, out: str | os.PathLike) -> list[Path]:
         written = _save(fig, out)
     written += _plot_spawn_curves(record, points, title, f"{_stem(out)}_curves")
     return written
+
+
+def _barrier_series(record: dict) -> tuple[list[dict], list[int], list[float], list]:
+    """Points sorted by step, and the mean and std (None where n <= 1) of the test error
+    barrier in percentage points."""
+    points = _need(record, "points", "instability record")
+    if not isinstance(points, list) or not points:
+        raise LmcError("instability record has no points")
+    points = sorted(points, key=lambda p: _number(_need(p, "step", "point"), "step"))
+    means, stds = [], []
+    for p in points:
+        barrier = _mapping(_need(p, "error_barrier", f"point at step {p['step']}"),
+                           "error_barrier")
+        means.append(100 * _number(_need(barrier, "mean", "error_barrier"), "error_barrier"))
+        n = _number(barrier.get("n", 1), "error_barrier n")
+        std = barrier.get("std")
+        std = None if std is None or n <= 1 else _number(std, "error_barrier std")
+        stds.append(100 * std if std is not None and math.isfinite(std) else None)
+    return points, [int(p["step"]) for p in points], means, stds
+
+
+def plot_instability_comparison(record: dict, out: str | os.PathLike) -> list[Path]:
+    """Several instability analyses on one axis: `record["series"]` maps a label to an
+    instability record (e.g. with and without warmup)."""
+    series = _mapping(_need(record, "series", "instability comparison"), "series")
+    if not series:
+        raise LmcError("instability comparison has no series")
+    colours = [VERMILLION, BLUE, GREEN, ORANGE, GREY]
+    markers = ["o", "s", "^", "D", "v"]
+    all_steps, top = [], 0.0
+    with matplotlib.rc_context(STYLE):
+        fig = Figure(figsize=(5.6, 3.7), layout="constrained")
+        axis = fig.add_subplot()
+        for i, (label, r) in enumerate(series.items()):
+            _, steps, means, stds = _barrier_series(_mapping(r, f"series {label}"))
+            colour, marker = colours[i % len(colours)], markers[i % len(markers)]
+            accuracy = r.get("dense_test_accuracy")
+            if accuracy is not None:
+                label = f"{label} (dense {100 * _number(accuracy, 'dense_test_accuracy'):.1f}%)"
+            axis.errorbar(steps, means, yerr=[s or 0 for s in stds], color=colour,
+                          marker=marker, capsize=3, elinewidth=1.0, label=label)
+            all_steps += steps
+            top = max([top] + [m + (s or 0) for m, s in zip(means, stds, strict=True)])
+        threshold = 100 * _number(record.get("threshold", 0.02), "threshold")
+        axis.axhline(threshold, color=GREY, ls="--", lw=1.2,
+                     label=f"stable below {threshold:g} pts")
+        _step_axis(axis, sorted(set(all_steps)))
+        axis.set_ylim(0, 1.15 * max(top, threshold))
+        axis.set_xlabel("spawn step k (iterations, log scale)")
+        axis.set_ylabel("instability: test error\nbarrier (percentage points)")
+        axis.legend(loc="best")
+        fig.suptitle(str(record.get("title", "Instability analysis")))
+        return _save(fig, out)
 
 
 def _plot_spawn_curves(record: dict, points: list[dict], title: str, out: str) -> list[Path]:

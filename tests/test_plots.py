@@ -149,3 +149,20 @@ def test_curve_of_wrong_length_names_file_and_curve(tmp_path):
     record["curves"]["test"]["error"] = record["curves"]["test"]["error"][:-1]
     with pytest.raises(LmcError, match=r"result.json.*curves\.test\.error"):
         plot_result(write(tmp_path, record))
+
+
+def test_instability_comparison(tmp_path):
+    from lmc.plots import plot_result
+
+    def series(values):
+        return {"dense_test_accuracy": 0.9, "points": [
+            {"step": k, "error_barrier": {"mean": v, "std": 0.01, "n": 2}}
+            for k, v in zip([0, 10, 100], values, strict=True)]}
+
+    path = tmp_path / "cmp.json"
+    path.write_text(json.dumps({"kind": "instability_comparison", "title": "t", "threshold": 0.02,
+                                "series": {"a": series([0.06, 0.01, 0.0]),
+                                           "b": series([0.01, 0.01, 0.0])}}))
+    written = plot_result(path)
+    assert [p.name for p in written] == ["cmp.png", "cmp.pdf"]
+    assert written[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
