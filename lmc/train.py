@@ -29,6 +29,7 @@ from lmc.models import apply_model, build_model, init_model, uses_convolutions
 from lmc.rng import NoiseKeys, noise_keys, stream_key
 
 STRATEGIES = ("auto", "vmap", "loop")
+CHECK_EVERY = 64  # dispatches between host reads of the loss (NaN check, progress bar)
 
 
 class TrainState(NamedTuple):
@@ -264,21 +265,36 @@ class Trainer:
 
         current = self._place(states, keys)
         bar, postfix = _progress_bar(start, stop, enabled=progress), {}
+        # Losses stay on the device and are checked every CHECK_EVERY dispatches and before
+        # every event, so that dispatches overlap with computation and no checkpoint is
+        # written after a non-finite loss.
+        pending: list[tuple[int, jax.Array]] = []
+
+        def check_losses() -> None:
+            for first, losses in pending:
+                losses = np.asarray(losses)
+                if not np.all(np.isfinite(losses)):
+                    at = first + int(np.argwhere(~np.isfinite(losses))[0][-1])
+                    raise TrainingDiverged(
+                        f"loss became {losses[~np.isfinite(losses)][0]} at step {at}; "
+                        "training stopped")
+            if pending:
+                postfix["loss"] = f"{float(np.mean(np.asarray(pending[-1][1])[..., -1])):.4f}"
+                bar.set_postfix(postfix)
+            pending.clear()
+
         try:
             step = start
             for target in bounds:
                 if target > step:
                     current, losses = self._advance(current, target - step)
-                    if not np.all(np.isfinite(losses)):
-                        raise TrainingDiverged(
-                            f"loss became {losses[~np.isfinite(losses)][0]} between steps "
-                            f"{step} and {target}; training stopped"
-                        )
+                    pending.append((step, losses))
+                    if len(pending) >= CHECK_EVERY:
+                        check_losses()
                     bar.update(target - step)
-                    postfix["loss"] = f"{float(np.mean(losses[..., -1])):.4f}"
-                    bar.set_postfix(postfix, refresh=False)
                     step = target
                 if target in events:
+                    check_losses()
                     out = self._states(current)
                     records = None
                     if target in evals:
@@ -309,11 +325,11 @@ class Trainer:
         x, y = self.dataset.x_train, self.dataset.y_train
         if self.strategy == "loop":
             out = [self._steps(s, k, x, y, mask, n) for s, k in members]
-            losses = np.stack([np.asarray(loss) for _, loss in out])
+            losses = jnp.stack([loss for _, loss in out])
             return ([(s, k) for (s, _), (_, k) in zip(out, members, strict=True)], mask), losses
         states, keys = members
         states, losses = self._steps(states, keys, x, y, mask, n)
-        return ((states, keys), mask), np.asarray(losses)
+        return ((states, keys), mask), losses
 
     def _states(self, current) -> list[TrainState]:
         members, _ = current
