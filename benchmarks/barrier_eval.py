@@ -48,8 +48,7 @@ import optax
 
 import lmc
 from lmc.files import atomic_write, write_json
-from lmc.interpolate import PathEvaluator, alpha_grid
-from lmc.models import uses_convolutions
+from lmc.interpolate import PathEvaluator, alpha_batching, alpha_grid
 from lmc.train import eval_apply, train_apply
 
 Curves = dict[str, dict[str, np.ndarray]]
@@ -200,7 +199,7 @@ def cases_for(problem: Problem, sizes: Sizes, bn_modes: tuple[str, ...]) -> list
     "reset" rows get lmc's automatic choice and its alternative only, with all α a chunk.
     """
     module, (pa, pb), (sa, sb) = problem.module, problem.params, problem.states
-    auto_vectorize = not (jax.default_backend() == "cpu" and uses_convolutions(module))
+    auto_vectorize, auto_chunk = alpha_batching(module)
     reference = ReferenceLoop(module)
     has_state = bool(jax.tree.leaves(sa))
     cases = []
@@ -224,7 +223,8 @@ def cases_for(problem: Problem, sizes: Sizes, bn_modes: tuple[str, ...]) -> list
                                         alphas=sizes.alphas, bn_batches=problem.bn_batches)
 
             vectorized = chunk is not None
-            auto = vectorized == auto_vectorize and (not vectorized or chunk == sizes.alphas)
+            auto = vectorized == auto_vectorize and (
+                not vectorized or chunk == (auto_chunk or sizes.alphas))
             cases.append(Case(problem.model, "lmc vmap" if vectorized else "lmc loop", run,
                               mode, chunk, auto))
     return cases

@@ -160,15 +160,15 @@ def _result_path(args: argparse.Namespace, kind: str, identity: Any) -> Path:
     return Path("lmc_results") / f"{kind}-{digest.hexdigest()[:10]}.json"
 
 
-def _write_result(record: dict, path: Path, figure: bool) -> None:
+def _write_result(record: dict, path: Path, args: argparse.Namespace) -> None:
     from lmc.files import write_json
 
     write_json(path, record)
     print(f"results    {path}")
-    if figure:
+    if not args.no_figure:
         from lmc.plots import plot_result
 
-        for written in plot_result(path):
+        for written in plot_result(path, args.figure):
             print(f"figure     {written}")
 
 
@@ -196,7 +196,7 @@ def cmd_interpolate(args: argparse.Namespace) -> None:
         print(f"  {row['block']:<20} {split} error barrier: only this block moves "
               f"{100 * row['only'][split]['error']:6.2f} pts, all but it "
               f"{100 * row['all_but'][split]['error']:6.2f} pts")
-    _write_result(record, _result_path(args, "interpolation", args), not args.no_figure)
+    _write_result(record, _result_path(args, "interpolation", args), args)
 
 
 def _run_and_step(path: Path, step: str | None):
@@ -242,7 +242,7 @@ def cmd_instability(args: argparse.Namespace) -> None:
         root=args.runs, alphas=args.alphas, threshold=args.threshold, progress=args.progress,
         data_dir=args.data_dir)
     _print_instability(record)
-    _write_result(record, _result_path(args, "instability", args), not args.no_figure)
+    _write_result(record, _result_path(args, "instability", args), args)
 
 
 def _print_instability(record: dict) -> None:
@@ -286,7 +286,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
     kids = spawn(parent, 500, 2, progress=args.progress, data_dir=args.data_dir)
     args.a, args.b = (final_checkpoint(kid) for kid in kids)
     args.alphas, args.splits, args.bn, args.max_examples = 25, ["train", "test"], None, None
-    args.layerwise, args.out, args.no_figure = True, None, False
+    args.layerwise, args.out, args.figure, args.no_figure = True, None, None, False
     cmd_interpolate(args)
 
     print(f"\n== 3. instability analysis: {DEMO_INSTABILITY.model} spawned at "
@@ -294,8 +294,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
     record = instability_analysis(DEMO_INSTABILITY, DEMO_SPAWN_STEPS, root=args.runs,
                                   progress=args.progress, data_dir=args.data_dir)
     _print_instability(record)
-    args.out = None
-    _write_result(record, _result_path(args, "instability", record["config"]), True)
+    _write_result(record, _result_path(args, "instability", record["config"]), args)
 
 
 def cmd_list(args: argparse.Namespace) -> None:
@@ -310,6 +309,8 @@ def _add_interpolation_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--alphas", type=int, default=25,
                    help="evenly spaced interpolation points, ends included (default 25)")
     p.add_argument("--out", type=Path, help="result JSON (default lmc_results/<kind>-<hash>.json)")
+    p.add_argument("--figure", type=Path,
+                   help="figure path without suffix (default: beside the JSON); PNG and PDF")
     p.add_argument("--no-figure", action="store_true", help="write the JSON only")
 
 

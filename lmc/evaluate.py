@@ -36,18 +36,25 @@ class Evaluator:
 
     def __init__(self, apply_fn: ApplyFn, batch_size: int = 1000,
                  network_axes: tuple[Any, Any] | None = None):
-        sums = lambda p, s, x, y: _batch_sums(apply_fn, p, s, x, y)  # noqa: E731
+        def first(p, s, x, y):
+            return _batch_sums(apply_fn, p, s, x, y)
+
+        def more(p, s, x, y, total):
+            loss, correct = _batch_sums(apply_fn, p, s, x, y)
+            return total[0] + loss, total[1] + correct
+
         if network_axes is not None:
-            sums = jax.vmap(sums, in_axes=(*network_axes, None, None))
-        self._sums = jax.jit(sums)
+            first = jax.vmap(first, in_axes=(*network_axes, None, None))
+            more = jax.vmap(more, in_axes=(*network_axes, None, None, 0))
+        # The running sums are carried through the compiled calls: one dispatch per batch.
+        self._first, self._more = jax.jit(first), jax.jit(more)
         self.batch_size = batch_size
 
     def __call__(self, params, state, x: jax.Array, y: jax.Array) -> dict[str, Any]:
-        n = x.shape[0]
-        loss_sum, correct = 0.0, 0
-        for start in range(0, n, self.batch_size):
-            end = start + self.batch_size
-            batch_loss, batch_correct = self._sums(params, state, x[start:end], y[start:end])
-            loss_sum, correct = loss_sum + batch_loss, correct + batch_correct
-        loss, accuracy = jax.device_get((loss_sum / n, correct / n))
+        n, b = x.shape[0], self.batch_size
+        total = self._first(params, state, x[:b], y[:b])
+        for start in range(b, n, b):
+            total = self._more(params, state, x[start : start + b], y[start : start + b], total)
+        loss_sum, correct = jax.device_get(total)
+        loss, accuracy = loss_sum / n, correct / n
         return {"loss": loss, "accuracy": accuracy, "error": 1.0 - accuracy}

@@ -201,6 +201,17 @@ def interpolation_record(curves: Mapping[str, Mapping[str, Any]], alphas: Any) -
     }
 
 
+def alpha_batching(module) -> tuple[bool, int | None]:
+    """(vectorize, chunk size) for evaluating a path of `module`: all α in one vmapped
+    program on accelerators; on XLA's CPU backend chunks of 5 for dense networks and one α
+    at a time for convolutional ones (measured: benchmarks/barrier_eval.py)."""
+    from lmc.models import uses_convolutions
+
+    if jax.default_backend() != "cpu":
+        return True, None
+    return (False, None) if uses_convolutions(module) else (True, 5)
+
+
 def _same_description(ca, cb) -> None:
     for key in ("model", "data"):
         a, b = ca.meta.get(key), cb.meta.get(key)
@@ -226,7 +237,6 @@ def interpolate_checkpoints(
     bn_examples: int = 5000,
     bn_batch_size: int = 500,
     layerwise: bool = False,
-    vectorize: bool | None = None,
     dataset: Any = None,
     data_dir: str | None = None,
 ) -> dict[str, Any]:
@@ -249,9 +259,7 @@ def interpolate_checkpoints(
     dataset = dataset or load_dataset(ca.meta["data"]["name"], data_dir)
     has_state = bool(jax.tree.leaves(ca.state))
     bn = bn or ("reset" if has_state else "interpolate")
-    if vectorize is None:
-        # On XLA's CPU backend one network at a time is as fast or faster (benchmarks/).
-        vectorize = jax.default_backend() != "cpu"
+    vectorize, chunk_size = alpha_batching(module)
     arrays = {"train": (dataset.x_train, dataset.y_train), "test": (dataset.x_test, dataset.y_test)}
     data = {}
     for split in splits:
@@ -268,7 +276,7 @@ def interpolate_checkpoints(
 
     def curves(moving=None):
         evaluator = PathEvaluator(eval_apply(module), train_apply=train_apply(module), bn=bn,
-                                  moving=moving, vectorize=vectorize)
+                                  moving=moving, vectorize=vectorize, chunk_size=chunk_size)
         return evaluator.curves(ca.params, cb.params, data, state_a=ca.state, state_b=cb.state,
                                 alphas=grid, bn_batches=bn_batches)
 

@@ -137,10 +137,10 @@ def plot_layerwise(record: dict, out: str | os.PathLike) -> list[Path]:
         for j, (mode, label, colour) in enumerate(modes):
             values = [100 * _error_barrier(row[mode], split, f"layerwise {mode}") for row in rows]
             bars = axis.barh(y + (j - 0.5) * 0.4, values, height=0.38, color=colour, label=label)
-            axis.bar_label(bars, fmt="%.1f", padding=2, fontsize=9)
+            axis.bar_label(bars, fmt="%.2f", padding=2, fontsize=9)
         if whole is not None:
             axis.axvline(100 * whole, color=GREY, ls="--", lw=1.2,
-                         label=f"whole network ({100 * whole:.1f})")
+                         label=f"whole network ({100 * whole:.2f})")
         axis.set_yticks(y, blocks)
         axis.invert_yaxis()
         axis.grid(axis="y", visible=False)

@@ -201,7 +201,7 @@ def train_runs(
              else max(1, trainer.total_steps // EVALUATIONS))
     try:
         trainer.run(states, keys, eval_every=every, event_steps=sorted(requested),
-                    on_event=on_event, progress=progress, history=None)
+                    on_event=on_event, progress=progress)
     except TrainingDiverged as e:
         kept = max(runs[0].saved_steps(), default=None)
         where = f"the last good checkpoint is {runs[0].checkpoint_path(kept)}" if kept is not None \

@@ -164,12 +164,11 @@ class Trainer:
         self.total_steps = config.total_steps(self.steps_per_epoch)
         self.module = model_for(config, dataset)
         self.tx = make_optimizer(config, self.steps_per_epoch)
-        # On XLA's CPU backend vmapped siblings are slower than a loop of compiled steps,
-        # and convolutions are many times slower inside `lax.scan` (benchmarks/).
-        on_cpu = jax.default_backend() == "cpu"
-        slow_loops = on_cpu and uses_convolutions(self.module)
+        # XLA's CPU convolutions are several times slower vmapped or inside `lax.scan`;
+        # dense layers gain from both (benchmarks/train_throughput.py).
+        slow_loops = jax.default_backend() == "cpu" and uses_convolutions(self.module)
         if strategy == "auto":
-            strategy = "loop" if on_cpu or siblings == 1 else "vmap"
+            strategy = "loop" if slow_loops or siblings == 1 else "vmap"
         self.strategy = strategy
         self.steps_per_dispatch = steps_per_dispatch or (1 if slow_loops else 100)
         augmentation = dataset.augmentation if config.augment else "none"
@@ -242,7 +241,6 @@ class Trainer:
         event_steps: Sequence[int] = (),
         on_event: Callable[[int, list[TrainState], list[dict] | None], None] | None = None,
         progress: bool = True,
-        history: list[list[dict]] | None = None,
     ) -> TrainResult:
         """Train all siblings from their common step to `stop` (default: the end).
 
@@ -256,7 +254,7 @@ class Trainer:
             raise ValueError(f"expected {self.siblings} states and keys")
         start = int(states[0].step)
         stop = self.total_steps if stop is None else stop
-        history = [list(h) for h in history] if history else [[] for _ in states]
+        history: list[list[dict]] = [[] for _ in states]
         evals = set(range(0, stop + 1, eval_every)) if eval_every else set()
         evals |= {stop} | ({0} if start == 0 else set())
         events = sorted(s for s in evals | set(event_steps) if start <= s <= stop)

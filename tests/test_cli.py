@@ -74,7 +74,8 @@ def test_list(capsys):
     assert "resnet20" in out and "cifar10" in out
 
 
-def test_interpolate_spawn_instability_and_plot(capsys, tmp_path, data_dir):
+def test_interpolate_spawn_instability_and_plot(capsys, tmp_path, data_dir, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # default results go to ./lmc_results
     runs, common = tmp_path / "runs", ["--runs", str(tmp_path / "runs"),
                                        "--data-dir", str(data_dir)]
     small = [*SMALL, "--duration", "100it", "--lr", "0.05"]
@@ -96,6 +97,11 @@ def test_interpolate_spawn_instability_and_plot(capsys, tmp_path, data_dir):
     out.with_suffix(".png").unlink()
     assert main(["plot", str(out)]) == 0
     assert out.with_suffix(".png").exists()
+    figure = tmp_path / "figs" / "barrier"
+    assert main(["interpolate", str(finals[0]), str(finals[1]), "--alphas", "3", "--splits",
+                 "test", "--figure", str(figure), "--data-dir", str(data_dir)]) == 0
+    assert figure.with_suffix(".pdf").exists()
+    assert "results    lmc_results/interpolation-" in capsys.readouterr().out
 
     early = finals[0].with_name("step_00000020.npz")
     assert main(["spawn", str(early), "--children", "2", "--alphas", "5", "--no-progress",
