@@ -24,7 +24,8 @@ from matplotlib.ticker import NullFormatter
 from lmc.errors import ConfigError, LmcError
 from lmc.files import atomic_write
 
-PLOT_KINDS = ("interpolation", "instability", "instability_comparison")
+PLOT_KINDS = ("interpolation", "instability", "instability_comparison", "sharpness",
+              "sharpness_path")
 
 STYLE = {
     "font.size": 10,
@@ -75,7 +76,8 @@ def plot_result(json_path: str | os.PathLike, out: str | os.PathLike | None = No
         raise ConfigError(f"result file {json_path} has unknown kind {kind!r}; "
                           f"valid kinds: {', '.join(PLOT_KINDS)}")
     plot = {"interpolation": plot_interpolation, "instability": plot_instability,
-            "instability_comparison": plot_instability_comparison}[kind]
+            "instability_comparison": plot_instability_comparison,
+            "sharpness": plot_sharpness, "sharpness_path": plot_sharpness_path}[kind]
     try:
         return plot(record, json_path.with_suffix("") if out is None else out)
     except LmcError as e:
@@ -401,3 +403,60 @@ def _number(value: Any, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise LmcError(f"{what} must be a number, got {value!r}")
     return float(value)
+
+
+def plot_sharpness(record: dict, out: str | os.PathLike) -> list[Path]:
+    """The smoothed Hessian spectral density (stochastic Lanczos quadrature, log scale)
+    with the top eigenvalues marked; nothing when the record holds no density."""
+    density = record.get("density")
+    if not isinstance(density, Mapping):
+        return []
+    grid = np.asarray(_need(density, "grid", "density"), float)
+    values = np.asarray(_need(density, "density", "density"), float)
+    if grid.shape != values.shape or grid.size < 2:
+        raise LmcError("density.grid and density.density must be equal-length lists")
+    with matplotlib.rc_context(STYLE):
+        fig = Figure(figsize=(5.4, 3.6), layout="constrained")
+        axis = fig.add_subplot()
+        floor = max(values.max() * 1e-12, 1e-300)
+        axis.semilogy(grid, np.maximum(values, floor), color=BLUE)
+        tops = (record.get("top_eigenvalues") or {}).get("eigenvalues", [])
+        for i, lam in enumerate(tops):
+            axis.axvline(lam, color=VERMILLION, ls="--", lw=1,
+                         label="top eigenvalues (Lanczos)" if i == 0 else None)
+        axis.set_xlabel("eigenvalue λ")
+        axis.set_ylabel("density (smoothed)")
+        if tops:
+            axis.legend(loc="best")
+        scope = ", live weights" if record.get("masked") else ""
+        fig.suptitle(f"Hessian spectrum: {_title(record.get('model'), record.get('data'))}\n"
+                     f"{record.get('split', 'train')} loss, {record.get('examples')} examples"
+                     f"{scope}")
+        return _save(fig, out)
+
+
+def plot_sharpness_path(record: dict, out: str | os.PathLike) -> list[Path]:
+    """Error, λ_max and trace along the interpolation path, side by side."""
+    alphas = _alphas(record)
+    lam = _curve(_need(record, "lambda_max", "sharpness path"), alphas, "lambda_max")
+    trace = _curve(_need(record, "trace", "sharpness path"), alphas, "trace")
+    se = np.asarray(record.get("trace_standard_error", np.zeros_like(trace)), float)
+    with matplotlib.rc_context(STYLE):
+        fig = Figure(figsize=(10.5, 3.4), layout="constrained")
+        error_axis, lam_axis, trace_axis = fig.subplots(1, 3)
+        for split, curves in (record.get("curves") or {}).items():
+            if "error" in curves:
+                colour, style, _ = SPLIT_STYLE.get(split, OTHER_SPLIT_STYLE)
+                error_axis.plot(alphas, 100 * _curve(curves["error"], alphas, "error"),
+                                color=colour, ls=style, label=split)
+        error_axis.set_ylabel(METRIC_LABEL["error"])
+        error_axis.legend(loc="best")
+        lam_axis.plot(alphas, lam, color=BLUE, marker="o")
+        lam_axis.set_ylabel("λ_max of the Hessian")
+        trace_axis.errorbar(alphas, trace, yerr=np.nan_to_num(se), color=GREEN, marker="o",
+                            capsize=3)
+        trace_axis.set_ylabel("trace of the Hessian")
+        for axis in (error_axis, lam_axis, trace_axis):
+            _alpha_axis(axis)
+        fig.suptitle(f"Sharpness along the path: {_title(record.get('model'), record.get('data'))}")
+        return _save(fig, out)

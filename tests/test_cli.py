@@ -124,4 +124,31 @@ def test_interpolate_errors_are_one_line(capsys, tmp_path, data_dir):
     assert "a.npz does not exist" in _error_line(capsys)
     (tmp_path / "c.json").write_text(json.dumps({"kind": "histogram"}))
     assert main(["plot", str(tmp_path / "c.json")]) == 1
-    assert "interpolation, instability" in _error_line(capsys)
+    assert "valid kinds: interpolation, instability" in _error_line(capsys)
+
+
+def test_sharpness_of_a_checkpoint_and_along_a_path(capsys, tmp_path, data_dir):
+    common = ["--runs", str(tmp_path / "runs"), "--data-dir", str(data_dir)]
+    for seed in ("0", "1"):
+        assert main(["train", *SMALL, "--duration", "60it", "--seed", seed, *common]) == 0
+    a, b = sorted((tmp_path / "runs").glob("*/checkpoints/step_00000060.npz"))
+    small = ["--examples", "256", "--batch-size", "128", "--steps", "20", "--probes", "8",
+             "--data-dir", str(data_dir)]
+    out = tmp_path / "sharp.json"
+    capsys.readouterr()
+    assert main(["sharpness", str(a), "--top-k", "2", "--plot", "--out", str(out), *small]) == 0
+    printed = capsys.readouterr().out
+    assert "λ_1 = " in printed and "trace (hutchinson)" in printed
+    record = json.loads(out.read_text())
+    assert record["kind"] == "sharpness" and record["examples"] == 256
+    assert len(record["top_eigenvalues"]["eigenvalues"]) == 2
+    assert out.with_suffix(".png").exists()  # the spectral density
+
+    out = tmp_path / "path.json"
+    assert main(["sharpness", "--path", str(a), str(b), "--alphas", "3", "--out", str(out),
+                 *small]) == 0
+    record = json.loads(out.read_text())
+    assert record["kind"] == "sharpness_path" and len(record["lambda_max"]) == 3
+    assert out.with_suffix(".pdf").exists()
+    assert main(["sharpness", *small]) == 1
+    assert "give a checkpoint, or --path A B" in _error_line(capsys)
