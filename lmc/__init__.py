@@ -13,6 +13,15 @@ from lmc.errors import (
     TrainingDiverged,
 )
 from lmc.evaluate import Evaluator, cross_entropy
+from lmc.hessian import (
+    HessianOperator,
+    directional_curvature,
+    hutchinson_trace,
+    hutchpp_trace,
+    power_iteration,
+    spectral_density,
+    top_eigenpairs,
+)
 from lmc.instability import instability_analysis, pairwise_interpolations, spawn
 from lmc.interpolate import (
     BARRIERS,
@@ -42,10 +51,12 @@ from lmc.train import (
 __all__ = [
     "BARRIERS", "DATASETS", "MODELS", "OPTIMIZERS", "SCHEDULES", "STREAMS",
     "Checkpoint", "CheckpointError", "ConfigError", "DataError", "Dataset", "Duration",
-    "Evaluator", "LmcError", "PathEvaluator", "Run", "RunSpec", "TrainConfig", "TrainResult",
-    "TrainState", "Trainer", "TrainingDiverged",
+    "Evaluator", "HessianOperator", "LmcError", "PathEvaluator", "Run", "RunSpec",
+    "TrainConfig", "TrainResult", "TrainState", "Trainer", "TrainingDiverged",
     "alpha_grid", "apply_mask", "apply_model", "augment", "barriers", "batch_indices",
-    "build_model", "check_same_structure", "count_params", "cross_entropy", "ensure_checkpoint",
+    "build_model", "check_same_structure", "count_params", "cross_entropy",
+    "directional_curvature", "ensure_checkpoint", "hutchinson_trace", "hutchpp_trace",
+    "power_iteration", "spectral_density", "top_eigenpairs",
     "eval_apply", "get_batch", "init_model", "instability_analysis", "interpolate_checkpoints",
     "interpolation_record", "learning_rate_schedule", "lerp", "load_checkpoint", "load_dataset",
     "make_optimizer", "mask_id", "noise_keys", "pairwise_interpolations", "plot_result",

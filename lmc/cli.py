@@ -320,7 +320,13 @@ def cmd_demo(args: argparse.Namespace) -> None:
     args.save_at, args.eval_every = ["100it", "500it"], None
     result = _train_and_report(config, args)
 
-    print("\n== 2. two children spawned at step 500, and the straight line between them")
+    from lmc.hessian import sharpness_record
+
+    print("\n== 2. sharpness of the trained network (Hessian of the train loss)")
+    _print_sharpness(sharpness_record(result["checkpoint"], top_k=2, steps=30, trace_probes=30,
+                                      examples=1000, data_dir=args.data_dir))
+
+    print("\n== 3. two children spawned at step 500, and the straight line between them")
     parent = Run.open(Path(result["checkpoint"]).parent.parent)
     kids = spawn(parent, 500, 2, progress=args.progress, data_dir=args.data_dir)
     args.a, args.b = (final_checkpoint(kid) for kid in kids)
@@ -328,7 +334,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
     args.layerwise, args.out, args.figure, args.no_figure = True, None, None, False
     cmd_interpolate(args)
 
-    print(f"\n== 3. instability analysis: {DEMO_INSTABILITY.model} spawned at "
+    print(f"\n== 4. instability analysis: {DEMO_INSTABILITY.model} spawned at "
           f"{', '.join(DEMO_SPAWN_STEPS)}")
     record = instability_analysis(DEMO_INSTABILITY, DEMO_SPAWN_STEPS, root=args.runs,
                                   progress=args.progress, data_dir=args.data_dir)
@@ -367,8 +373,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_arguments(p)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("demo", help="train on MNIST-1D, interpolate, and run an instability "
-                       "analysis with its figure")
+    p = sub.add_parser("demo", help="train on MNIST-1D, measure sharpness, interpolate, and "
+                       "run an instability analysis with its figure")
     p.add_argument("--duration", help=f"training length (default {DEMO_CONFIG.duration})")
     p.add_argument("--runs", type=Path, help="run store directory (default ./lmc_runs)")
     p.add_argument("--data-dir", help="data directory")
