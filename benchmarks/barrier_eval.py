@@ -32,8 +32,6 @@ measured interleaved in one process: a warm-up call (compilation) of every row, 
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -45,9 +43,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from _common import machine_info, write_results
 
 import lmc
-from lmc.files import atomic_write, write_json
 from lmc.interpolate import PathEvaluator, alpha_batching, alpha_grid
 from lmc.train import eval_apply, train_apply
 
@@ -279,16 +277,6 @@ def describe(case: Case) -> str:
     return f"{case.model} bn={case.bn} {case.implementation}{chunk}"
 
 
-def machine_info() -> dict[str, Any]:
-    device = jax.devices()[0]
-    return {
-        "jax": jax.__version__, "backend": jax.default_backend(),
-        "device_kind": device.device_kind, "device_count": jax.device_count(),
-        "cpu_count": os.cpu_count(), "python": platform.python_version(),
-        "lmc": lmc.__version__,
-    }
-
-
 def markdown(info: dict[str, Any], settings: dict[str, Any], rows: list[dict],
              notes: list[str]) -> str:
     """The results as a markdown table with a header describing the machine."""
@@ -361,10 +349,8 @@ def main(argv: list[str] | None = None) -> None:
                      + ", ".join(f"{r['model']} (bn {r['bn']})" for r in slower) + ".")
     table = markdown(info, settings, rows, notes)
     name = f"barrier_eval_{backend}{'_quick' if args.quick else ''}"
-    write_json(args.out / f"{name}.json",
-               {"machine": info, "settings": settings, "rows": rows, "notes": notes})
-    atomic_write(args.out / f"{name}.md", lambda f: f.write(table.encode()))
-    print(table)
+    write_results(args.out, name,
+                  {"machine": info, "settings": settings, "rows": rows, "notes": notes}, table)
 
 
 if __name__ == "__main__":

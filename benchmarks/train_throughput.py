@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import platform
 import sys
 import time
 from collections.abc import Callable
@@ -40,9 +39,9 @@ from typing import Any, Protocol
 import jax
 import numpy as np
 import optax
+from _common import machine_info, package_version, write_results
 
 import lmc
-from lmc.files import atomic_write, write_json
 
 BATCH_SIZE = 128
 # Longer than any measurement: the (cosine) schedule never reaches its end.
@@ -154,14 +153,6 @@ class JaxLoop:
                                          self.step_count)
             self.step_count += 1
         jax.block_until_ready(self.train_state)
-
-
-def torch_available() -> bool:
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 class TorchLoop:
@@ -319,21 +310,6 @@ def label(implementation: str, threads: int | None) -> str:
     return f"{implementation} ({threads} thread{'s' if threads > 1 else ''})"
 
 
-def machine_info() -> dict[str, Any]:
-    device = jax.devices()[0]
-    info = {
-        "jax": jax.__version__, "backend": jax.default_backend(),
-        "device_kind": device.device_kind, "device_count": jax.device_count(),
-        "cpu_count": os.cpu_count(), "python": platform.python_version(),
-        "lmc": lmc.__version__,
-    }
-    if torch_available():
-        import torch
-
-        info["torch"] = torch.__version__
-    return info
-
-
 def markdown(info: dict[str, Any], settings: dict[str, Any], rows: list[dict],
              notes: list[str]) -> str:
     """The results as a markdown table with a header describing the machine."""
@@ -378,7 +354,7 @@ def main(argv: list[str] | None = None) -> None:
     repeats = args.repeats or (1 if args.quick else 3)
     grid = QUICK if args.quick else FULL
     backend = jax.default_backend()
-    with_torch = backend == "cpu" and torch_available()
+    with_torch = backend == "cpu" and (package_version("torch") is not None)
 
     notes = []
     if backend != "cpu":
@@ -406,16 +382,14 @@ def main(argv: list[str] | None = None) -> None:
                           with_torch and config.model in ("mlp", "conv1d"))
         rows += measure(cases, steps, args.seconds, repeats)
 
-    info = machine_info()
+    info = machine_info(torch=package_version("torch"))
     settings = {"batch_size": BATCH_SIZE, "steps": steps, "seconds": args.seconds,
                 "repeats": repeats, "quick": args.quick,
                 "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)]}
     table = markdown(info, settings, rows, notes)
     name = f"train_throughput_{backend}{'_quick' if args.quick else ''}"
-    write_json(args.out / f"{name}.json",
-               {"machine": info, "settings": settings, "rows": rows, "notes": notes})
-    atomic_write(args.out / f"{name}.md", lambda f: f.write(table.encode()))
-    print(table)
+    write_results(args.out, name,
+                  {"machine": info, "settings": settings, "rows": rows, "notes": notes}, table)
 
 
 if __name__ == "__main__":
