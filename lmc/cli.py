@@ -256,6 +256,41 @@ def _print_instability(record: dict) -> None:
               f"{stable}")
 
 
+def cmd_imp(args: argparse.Namespace) -> None:
+    from lmc.imp import run_imp
+
+    config = config_from_args(args)
+    _check_names(config)
+    if args.levels is None and args.target_density is None:
+        args.levels = 10
+    record = run_imp(config, levels=args.levels, target_density=args.target_density,
+                 fraction=args.fraction, rewind=args.rewind, criterion=args.criterion,
+                 keep_dense=args.keep_dense, baselines=args.baselines,
+                 successive_barriers=not args.no_barriers, tolerance=args.tolerance,
+                 alphas=args.alphas, root=args.runs, progress=args.progress,
+                 data_dir=args.data_dir)
+    _print_imp(record)
+    _write_result(record, _result_path(args, "imp", args), args)
+
+
+def _print_imp(record: dict) -> None:
+    dense = record["dense_test_accuracy"]
+    print(f"dense test accuracy {dense:.2%}; matching: within {100 * record['tolerance']:g} "
+          f"pts; rewind to step {record['rewind_step']}")
+    print(f"  {'method':8} {'level':>5} {'weights left':>12} {'test acc':>9} "
+          f"{'barrier to previous':>20} {'train s':>8}")
+    for method, levels in record["methods"].items():
+        for lv in levels[1:]:
+            barrier = lv.get("successive_barrier")
+            barrier = f"{100 * barrier['error']:.2f} pts" if barrier else ""
+            seconds = f"{lv['train_seconds']:.1f}" if lv["train_seconds"] is not None else "reused"
+            print(f"  {method:8} {lv['level']:>5} {lv['density']:>12.2%} "
+                  f"{lv['test_accuracy']:>9.2%} {barrier:>20} {seconds:>8}"
+                  f"{'' if lv['matching'] else '  not matching'}")
+    for method, summary in record["summary"].items():
+        print(f"  {method}: smallest matching density {summary['min_matching_density']:.2%}")
+
+
 def cmd_sharpness(args: argparse.Namespace) -> None:
     from lmc.hessian import path_sharpness_record, sharpness_record
 
@@ -423,6 +458,33 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stability threshold on the error barrier (default 0.02)")
     _add_interpolation_arguments(p)
     p.set_defaults(func=cmd_instability)
+
+    p = sub.add_parser("imp", help="iterative magnitude pruning with rewinding, and baselines",
+                       description="Frankle & Carbin 2019, Frankle et al. 2020: train, prune a "
+                       "fraction of the live weights, rewind the survivors to step k, repeat. "
+                       "Every level is a run in the run store (reused and resumed). Writes a "
+                       "JSON, accuracy vs density and the successive-level barrier figure.")
+    _add_train_arguments(p)
+    p.add_argument("--fraction", type=float, default=0.2,
+                   help="fraction of the live weights pruned per level (default 0.2)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--levels", type=int, help="pruning levels (default 10)")
+    g.add_argument("--target-density", type=float,
+                   help="prune until at most this fraction of the weights is left")
+    p.add_argument("--rewind", default="0it",
+                   help="rewind step k, e.g. 0it (lottery ticket), 500it, 2ep (default 0it)")
+    p.add_argument("--criterion", default="magnitude", help="pruning criterion (default "
+                   "magnitude; also magnitude_layerwise, random, snip, grasp, synflow)")
+    p.add_argument("--keep-dense", type=_csv, default=[], metavar="LAYERS",
+                   help="top-level parameter names never pruned, e.g. output")
+    p.add_argument("--baselines", type=_csv, default=[], metavar="METHODS",
+                   help="also run: random, invert, shuffle, reinit (comma-separated)")
+    p.add_argument("--tolerance", type=float, default=0.01,
+                   help="matching: test accuracy at least dense minus this (default 0.01)")
+    p.add_argument("--no-barriers", action="store_true",
+                   help="skip the error barrier between successive levels")
+    _add_interpolation_arguments(p)
+    p.set_defaults(func=cmd_imp, alphas=11)
 
     p = sub.add_parser("sharpness", help="Hessian eigenvalues, trace and spectral density",
                        description="Top eigenvalues (Lanczos), trace (Hutchinson and Hutch++) "

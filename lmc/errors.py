@@ -29,9 +29,10 @@ class TrainingDiverged(LmcError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
 
 
-def check_name(kind: str, name: str, valid: Iterable[str]) -> str:
+def check_name(kind: str, name: str, valid: Iterable[str], plural: str | None = None) -> str:
     """Return `name` if it is one of `valid`, else raise a ConfigError listing them."""
     valid = sorted(valid)
     if name not in valid:
-        raise ConfigError(f"unknown {kind} {name!r}; valid {kind}s: {', '.join(valid)}")
+        raise ConfigError(f"unknown {kind} {name!r}; valid {plural or kind + 's'}: "
+                          f"{', '.join(valid)}")
     return name

@@ -135,7 +135,7 @@ class HessianOperator:
     def __init__(self, loss_fn: LossFn, params: Any, batches: tuple[jax.Array, jax.Array], *,
                  mask: Any = None, block: Sequence[str] | None = None):
         batches, params = data_parallel(batches, params)
-        self.params = params
+        self.loss_fn, self.params = loss_fn, params
         self.num_examples = int(batches[0].shape[0] * batches[0].shape[1])
         self.subspace = Subspace.of(params, mask, block)
         flat, self._unravel = ravel_pytree(params)

@@ -25,7 +25,7 @@ from lmc.errors import ConfigError, LmcError
 from lmc.files import atomic_write
 
 PLOT_KINDS = ("interpolation", "instability", "instability_comparison", "sharpness",
-              "sharpness_path")
+              "sharpness_path", "imp")
 
 STYLE = {
     "font.size": 10,
@@ -77,7 +77,8 @@ def plot_result(json_path: str | os.PathLike, out: str | os.PathLike | None = No
                           f"valid kinds: {', '.join(PLOT_KINDS)}")
     plot = {"interpolation": plot_interpolation, "instability": plot_instability,
             "instability_comparison": plot_instability_comparison,
-            "sharpness": plot_sharpness, "sharpness_path": plot_sharpness_path}[kind]
+            "sharpness": plot_sharpness, "sharpness_path": plot_sharpness_path,
+            "imp": plot_imp}[kind]
     try:
         return plot(record, json_path.with_suffix("") if out is None else out)
     except LmcError as e:
@@ -460,3 +461,77 @@ def plot_sharpness_path(record: dict, out: str | os.PathLike) -> list[Path]:
             _alpha_axis(axis)
         fig.suptitle(f"Sharpness along the path: {_title(record.get('model'), record.get('data'))}")
         return _save(fig, out)
+
+
+# One colour and marker per pruning method, IMP first and strongest.
+METHOD_STYLE = {"imp": (BLUE, "o", "IMP"), "random": (GREY, "s", "random pruning"),
+                "invert": (ORANGE, "v", "inverted scores"),
+                "shuffle": (GREEN, "D", "shuffled mask"),
+                "reinit": (VERMILLION, "^", "reinitialised")}
+
+
+def _density_axis(axis: Axes, densities: Sequence[float]) -> None:
+    """Weights remaining (%) on a log scale, decreasing to the right: sparsity grows."""
+    low = min(densities)
+    axis.set_xscale("log")
+    # Ticks at the densities of 20%-per-level pruning (0.8^n), at most about eight.
+    levels = max(1, math.floor(math.log(low) / math.log(0.8) + 1e-9))
+    every = max(1, math.ceil(levels / 8))
+    ticks = [100 * 0.8 ** n for n in range(0, levels + 1, every)]
+    axis.set_xticks(ticks, [f"{t:.3g}" for t in ticks])
+    axis.xaxis.set_minor_formatter(NullFormatter())
+    axis.set_xlim(105, 0.8 * low * 100)
+    axis.set_xlabel("weights remaining (%, log scale)")
+
+
+def plot_imp(record: dict, out: str | os.PathLike) -> list[Path]:
+    """Test accuracy against density, one line per method, with the dense accuracy and
+    its matching band (`<out>`); the error barrier between successive IMP levels against
+    density (`<out>_barriers`, Paul et al. 2023), when it was measured."""
+    methods = _mapping(_need(record, "methods", "methods"), "methods")
+    dense = 100 * _number(_need(record, "dense_test_accuracy", "dense accuracy"), "dense accuracy")
+    tolerance = 100 * _number(record.get("tolerance", 0.01), "tolerance")
+    config = record.get("config") or {}
+    title = _title(config.get("model"), config.get("dataset"))
+    rewind = record.get("rewind_step")
+    details = ", ".join(x for x in (
+        f"rewind to step {rewind}" if rewind is not None else "",
+        f"{record['criterion']} criterion" if record.get("criterion") else "") if x)
+    densities = [_number(lv["density"], "density") for lvs in methods.values() for lv in lvs]
+    with matplotlib.rc_context(STYLE):
+        fig = Figure(figsize=(5.6, 3.8), layout="constrained")
+        axis = fig.add_subplot()
+        axis.axhspan(dense - tolerance, dense, color=GREY, alpha=0.15, lw=0,
+                     label=f"matching (within {tolerance:g} pts)")
+        axis.axhline(dense, color=GREY, ls="--", lw=1.2, label=f"dense {dense:.1f}%")
+        for name, levels in methods.items():
+            colour, marker, label = METHOD_STYLE.get(name, (GREY, ".", name))
+            x = [100 * lv["density"] for lv in levels]
+            y = [100 * lv["test_accuracy"] for lv in levels]
+            axis.plot(x, y, color=colour, marker=marker, label=label,
+                      lw=2.2 if name == "imp" else 1.4, zorder=3 if name == "imp" else 2)
+        _density_axis(axis, densities)
+        axis.set_ylabel("test accuracy (%)")
+        axis.legend(loc="lower left")
+        fig.suptitle("\n".join([f"Pruning: {title}", details]).strip())
+        written = _save(fig, out)
+    imp = [lv for lv in methods.get("imp", []) if lv.get("successive_barrier")]
+    if imp:
+        with matplotlib.rc_context(STYLE):
+            fig = Figure(figsize=(5.6, 3.4), layout="constrained")
+            axis = fig.add_subplot()
+            x = [100 * lv["density"] for lv in imp]
+            y = [100 * lv["successive_barrier"]["error"] for lv in imp]
+            colours = [BLUE if lv.get("matching") else VERMILLION for lv in imp]
+            axis.plot(x, y, color=BLUE, lw=1.4, zorder=2)
+            axis.scatter(x, y, c=colours, zorder=3, s=28)
+            axis.axhline(2, color=GREY, ls="--", lw=1.2, label="2 pts")
+            axis.scatter([], [], c=BLUE, label="level matching")
+            axis.scatter([], [], c=VERMILLION, label="level not matching")
+            _density_axis(axis, densities)
+            axis.set_ylabel("test error barrier to the\nprevious level (pts)")
+            axis.set_ylim(bottom=0)
+            axis.legend(loc="best")
+            fig.suptitle(f"Successive IMP levels: {title}")
+            written += _save(fig, f"{_stem(out)}_barriers")
+    return written

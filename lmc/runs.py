@@ -23,12 +23,15 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from lmc.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from lmc.config import Duration, TrainConfig
 from lmc.data import Dataset, load_dataset
 from lmc.errors import CheckpointError, ConfigError, TrainingDiverged
 from lmc.files import read_json, write_json
+from lmc.models import init_model
+from lmc.prune import reinitialize
 from lmc.rng import STREAMS, noise_keys
 from lmc.train import Trainer, TrainState, apply_mask
 
@@ -56,6 +59,8 @@ class RunSpec:
     `parent`/`start_step`: the run and step whose checkpoint this run continues from
     (None/0: from the initialisation). `sibling`: index folded into the data-order and
     augmentation streams of a child. `mask`: `mask_id` of the fixed pruning mask.
+    `reinit`: seed of a fresh initialisation that replaces the parent's weights at the
+    start step (the reinitialisation ablation of pruning).
     """
 
     config: TrainConfig
@@ -63,15 +68,19 @@ class RunSpec:
     start_step: int = 0
     sibling: int | None = None
     mask: str | None = None
+    reinit: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"config": self.config.to_dict(), "parent": self.parent,
-                "start_step": self.start_step, "sibling": self.sibling, "mask": self.mask}
+        d = {"config": self.config.to_dict(), "parent": self.parent,
+             "start_step": self.start_step, "sibling": self.sibling, "mask": self.mask}
+        if self.reinit is not None:  # absent otherwise, so older run ids stay valid
+            d["reinit"] = self.reinit
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RunSpec:
         return cls(TrainConfig.from_dict(d["config"]), d.get("parent"), d.get("start_step", 0),
-                   d.get("sibling"), d.get("mask"))
+                   d.get("sibling"), d.get("mask"), d.get("reinit"))
 
     @property
     def run_id(self) -> str:
@@ -160,9 +169,10 @@ def train_runs(
     are kept) and at the end.
     """
     first = specs[0]
-    shared = (first.config, first.parent, first.start_step, first.mask)
-    if any((s.config, s.parent, s.start_step, s.mask) != shared for s in specs):
-        raise ConfigError("runs trained together must share config, parent, start step and mask")
+    shared = (first.config, first.parent, first.start_step, first.mask, first.reinit)
+    if any((s.config, s.parent, s.start_step, s.mask, s.reinit) != shared for s in specs):
+        raise ConfigError("runs trained together must share config, parent, start step, mask "
+                          "and reinitialisation")
     if len({s.sibling for s in specs}) != len(specs):
         raise ConfigError("runs trained together need distinct sibling indices")
     if (mask is None) != (first.mask is None) or (mask is not None and mask_id(mask) != first.mask):
@@ -275,9 +285,18 @@ def _resume_point(
         return [template] * len(runs), [[] for _ in runs]
     parent = Run.open(runs[0].root / spec.parent)
     c = parent.load(spec.start_step, template.opt_state)
-    # A mask given to a child of a dense run prunes the parent's weights (m ⊙ w_k).
-    start = TrainState(apply_mask(c.params, mask), c.state, c.opt_state,
-                       jnp.asarray(spec.start_step, jnp.int32))
+    params, opt_state = c.params, c.opt_state
+    if spec.reinit is not None:
+        fresh = init_model(trainer.module, jax.random.key(spec.reinit),
+                           trainer.dataset.input_shape)[0]
+        params = reinitialize(mask, fresh)
+    if mask is not None:
+        # A mask given to a child of a dense run prunes the parent's weights (m ⊙ w_k)
+        # and their optimizer state (momentum): pruned weights carry nothing over.
+        params = apply_mask(params, mask)
+        opt_state = optax.tree_map_params(trainer.tx, lambda s, m: apply_mask(s, m),
+                                          opt_state, mask)
+    start = TrainState(params, c.state, opt_state, jnp.asarray(spec.start_step, jnp.int32))
     return [start] * len(runs), [[] for _ in runs]
 
 

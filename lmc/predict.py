@@ -1,0 +1,457 @@
+"""How far can one pruning step go? The "valley too steep" prediction (SPEC §5).
+
+At a solution w, pruning a fraction p of the D live prunable weights moves the network by
+Δ(p) (−w on the removed coordinates, 0 elsewhere), a distance R(p) = ‖Δ(p)‖. A loss
+tolerance ε defines the sublevel set {L ≤ L(w) + ε}; pruning is predicted safe while Δ(p)
+stays inside it. Three estimators of the largest safe ratio, from cheap to informed:
+
+- A, λ_max bound: ½·λ_max·R(p)² ≤ ε (the sublevel set contains the ball of radius
+  sqrt(2ε/λ_max); conservative).
+- B, directional quadratic model: q(p) = gᵀΔ + ½ΔᵀHΔ ≤ ε, one HVP per ratio on the grid.
+  The Rayleigh quotient ΔᵀHΔ/‖Δ‖² says how steep the removed direction is.
+- C, Gaussian width (Larsen et al. 2022; Zhang et al. 2024): retraining in the pruned
+  subspace succeeds while p ≤ p_theory(R(p)), p_theory(R) = mean over the Hessian's
+  spectrum of 2ε/(2ε + λ·R²), the spectrum by stochastic Lanczos quadrature.
+
+Everything lives in the flat space of a `HessianOperator` (the live weights of a sparse
+network); the curves are computed on a grid of ratios and a safe ratio is the largest grid
+point before the condition first fails (`largest_safe_ratio`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lmc.errors import ConfigError, check_name
+from lmc.hessian import HessianOperator, LossFn, spectral_density, top_eigenpairs
+from lmc.models import prunable
+
+CRITERIA = ("magnitude", "random")
+
+# Zhang et al. (2024) scan p in steps of 1/1000. Finer than that changes nothing an IMP
+# schedule can use (levels prune 10-20%); A and C cost nothing per point, B one HVP.
+DEFAULT_GRID = np.arange(1, 1000) / 1000
+
+# A few thousand examples measure λ_max to a few percent on MNIST-1D
+# (experiments/sharpness_sample_size.md); every grid point costs one HVP over them.
+DEFAULT_EXAMPLES = 2000
+
+
+# ----------------------------------------------------------------------------- selection
+
+
+def magnitude_scores(params: Any) -> Any:
+    """|w|: small weights are the least important."""
+    return jax.tree.map(jnp.abs, params)
+
+
+def random_scores(params: Any, key: jax.Array) -> Any:
+    """Uniform scores from `key`, one independent draw per leaf: random pruning."""
+    leaves, treedef = jax.tree.flatten(params)
+    keys = jax.random.split(key, len(leaves))
+    return treedef.unflatten([jax.random.uniform(k, jnp.shape(leaf))
+                              for k, leaf in zip(keys, leaves, strict=True)])
+
+
+def _names(keep_dense: Sequence[str]) -> list[str]:
+    return [keep_dense] if isinstance(keep_dense, str) else list(keep_dense)
+
+
+def eligible_tree(params: Any, keep_dense: Sequence[str] = ()) -> Any:
+    """Bools like `params`: the prunable weights ('kernel' leaves) outside `keep_dense`."""
+    keep_dense = _names(keep_dense)
+    unknown = sorted(set(keep_dense) - set(params))
+    if unknown:
+        raise ConfigError(f"unknown layer(s) in keep_dense: {', '.join(unknown)}; "
+                          f"valid layers: {', '.join(sorted(params))}")
+    flags = prunable(params)
+    return {k: jax.tree.map(lambda f, k=k: bool(f) and k not in keep_dense, v)
+            for k, v in flags.items()}
+
+
+def removal_order(scores: np.ndarray, eligible: np.ndarray) -> np.ndarray:
+    """Indices of the eligible coordinates, lowest score first (the order a pruning
+    criterion removes them); ties in flat-vector order (stable sort). The rule of
+    lmc.prune, kept separate so that it can be swapped for it."""
+    index = np.flatnonzero(eligible)
+    return index[np.argsort(np.asarray(scores)[index], kind="stable")]
+
+
+def removed_counts(grid: np.ndarray, num_prunable: int) -> np.ndarray:
+    """ceil(p·D) weights removed at ratio p (rounded first, so that 0.3·10 is 3, not 4)."""
+    return np.ceil(np.round(np.asarray(grid, np.float64) * num_prunable, 6)).astype(np.int64)
+
+
+# ----------------------------------------------------------------------------- curves
+
+
+def gaussian_width_ratio(radius: np.ndarray, nodes: np.ndarray, weights: np.ndarray,
+                         epsilon: float) -> np.ndarray:
+    """p_theory(R) = mean over probes of Σ_j τ_j·2ε/(2ε + θ_j R²) for every R.
+
+    Eigenvalues are clipped at 0: a flat or negative direction does not bound the
+    sublevel set, so it never limits the width (it counts 1, as λ → 0 does); unclipped, a
+    negative θ would count more than 1 and divide by zero at θR² = −2ε.
+    """
+    r2 = np.asarray(radius, np.float64) ** 2
+    lam = np.maximum(np.asarray(nodes, np.float64), 0.0)
+    weights = np.asarray(weights, np.float64)
+    out = np.zeros_like(r2)
+    for theta, tau in zip(lam, weights, strict=True):  # one probe at a time: bounded memory
+        out += (tau * (2 * epsilon) / (2 * epsilon + theta * r2[:, None])).sum(axis=1)
+    return out / len(lam)
+
+
+class SafeRatio(NamedTuple):
+    """The largest safe ratio found on a grid.
+
+    ratio: the last grid point before the condition first fails (0.0 if it fails at the
+    first point); interpolated: where the margin, linear between that point and the next,
+    reaches 0 (below the first point: from p = 0, where every condition holds); status:
+    "crossing", "above_grid" (holds on the whole grid: the ratio is a lower bound) or
+    "below_grid"."""
+
+    ratio: float
+    interpolated: float
+    status: str
+
+
+def largest_safe_ratio(grid: np.ndarray, margin: np.ndarray,
+                       margin_at_zero: float | None = None) -> SafeRatio:
+    """The largest p before a monotone-ish condition `margin(p) >= 0` first fails.
+
+    The first violation, not the last point where the condition holds: curves measured
+    on a network can wiggle back (a negative gradient term, SLQ noise), and the safe
+    region is the one connected to p = 0. NaN counts as a violation.
+    """
+    grid = np.asarray(grid, np.float64)
+    margin = np.asarray(margin, np.float64)
+    ok = margin >= 0
+    if ok.all():
+        return SafeRatio(float(grid[-1]), float(grid[-1]), "above_grid")
+    first = int(np.argmin(ok))
+    if first == 0:
+        m0, m1 = margin_at_zero, margin[0]
+        if m0 is None or not m0 > 0 or not np.isfinite(m1):
+            return SafeRatio(0.0, 0.0, "below_grid")
+        return SafeRatio(0.0, float(grid[0] * m0 / (m0 - m1)), "below_grid")
+    i = first - 1
+    m0, m1 = margin[i], margin[first]
+    step = (grid[first] - grid[i]) * m0 / (m0 - m1) if np.isfinite(m1) and m0 - m1 > 0 else 0.0
+    return SafeRatio(float(grid[i]), float(grid[i] + step), "crossing")
+
+
+class SafeRatios(NamedTuple):
+    """The three estimators' safe ratios (SPEC §5: A, B, C)."""
+
+    lambda_max: SafeRatio  # A
+    quadratic: SafeRatio  # B
+    gaussian_width: SafeRatio  # C
+
+
+class Spectrum(NamedTuple):
+    """What the estimators need of the Hessian besides HVPs along Δ, with diagnostics."""
+
+    lambda_max: float  # top Ritz value of Lanczos
+    lanczos_residual: float  # ‖H v − λ v‖
+    lanczos_converged: bool  # residual <= 1e-3·|λ|
+    lanczos_steps: int
+    nodes: np.ndarray  # SLQ (probes, steps)
+    weights: np.ndarray  # SLQ (probes, steps), rows sum to 1
+    trace: float  # implied by the quadrature: dim · mean Σ τ θ
+    num_matvecs: int
+    seconds: float
+
+
+def hessian_spectrum(op: HessianOperator, *, lanczos_steps: int = 100, slq_probes: int = 4,
+                     slq_steps: int = 90, seed: int = 0) -> Spectrum:
+    """λ_max (Lanczos) and the spectral density (SLQ), computed once and shared by all
+    criteria."""
+    start = time.perf_counter()
+    top = top_eigenpairs(op, 1, steps=lanczos_steps, seed=seed)
+    sd = spectral_density(op, num_probes=slq_probes, steps=slq_steps, seed=seed)
+    return Spectrum(float(top.eigenvalues[0]), float(top.residuals[0]), bool(top.converged[0]),
+                    top.iterations, sd.nodes, sd.weights, sd.trace(),
+                    top.num_matvecs + sd.nodes.size, time.perf_counter() - start)
+
+
+class Diagnostics(NamedTuple):
+    lanczos_residual: float
+    lanczos_converged: bool
+    lanczos_steps: int
+    slq_probes: int
+    slq_steps: int
+    spectrum_matvecs: int  # Lanczos + SLQ (shared between criteria when passed in)
+    spectrum_seconds: float
+    curve_matvecs: int  # one HVP per distinct removed count on the grid
+    curve_seconds: float  # gradient, ε and the curves of this criterion
+
+
+class PrunePrediction(NamedTuple):
+    """Curves over the grid of ratios and the safe ratios of one pruning criterion."""
+
+    criterion: str
+    grid: np.ndarray  # (P,) ratios p
+    removed: np.ndarray  # (P,) ceil(p·D)
+    num_prunable: int  # D: live eligible weights
+    radius: np.ndarray  # R(p) = ‖Δ(p)‖
+    linear: np.ndarray  # gᵀΔ
+    curvature: np.ndarray  # ΔᵀHΔ
+    quadratic: np.ndarray  # q(p) = gᵀΔ + ½ΔᵀHΔ
+    rayleigh: np.ndarray  # ΔᵀHΔ / ‖Δ‖² (NaN where Δ = 0)
+    p_theory: np.ndarray  # Gaussian-width ratio at R(p)
+    lambda_max: float
+    trace: float
+    epsilon: float
+    epsilon_source: str
+    safe: SafeRatios
+    diagnostics: Diagnostics
+
+
+def check_grid(grid: Any) -> np.ndarray:
+    """Ratios in (0, 1), sorted and without repeats."""
+    grid = np.unique(np.asarray(grid, np.float64).ravel())
+    if grid.size == 0:
+        raise ConfigError("the grid of pruning ratios is empty")
+    bad = grid[~((grid > 0) & (grid < 1))]
+    if bad.size:
+        raise ConfigError(f"pruning ratios must lie in (0, 1); got {bad[0]:g}")
+    return grid
+
+
+def check_epsilon(epsilon: float, source: str = "given") -> float:
+    if not epsilon > 0:  # also NaN
+        hint = "" if source == "given" else f" ({source}); give epsilon explicitly"
+        raise ConfigError(f"the loss tolerance epsilon must be positive, got {epsilon:g}{hint}")
+    return float(epsilon)
+
+
+def per_example_losses(loss_fn: LossFn, params: Any, batches: tuple[jax.Array, jax.Array]
+                       ) -> np.ndarray:
+    """The loss of every example of `batches`, as a batch of one (evaluation mode)."""
+    one = jax.vmap(lambda x, y: loss_fn(params, x[None], y[None]))
+    xs, ys = batches
+    return np.concatenate([np.asarray(jax.jit(one)(xs[i], ys[i])) for i in range(xs.shape[0])])
+
+
+def mean_gradient(loss_fn: LossFn, params: Any, batches: tuple[jax.Array, jax.Array]) -> Any:
+    """∇ of the mean loss over equal-size batches: the gradient the HVPs differentiate."""
+
+    @jax.jit
+    def run(p, xs, ys):
+        def body(total, batch):
+            return jax.tree.map(jnp.add, total, jax.grad(loss_fn)(p, *batch)), None
+
+        total, _ = jax.lax.scan(body, jax.tree.map(jnp.zeros_like, p), (xs, ys))
+        return jax.tree.map(lambda t: t / xs.shape[0], total)
+
+    return run(params, *batches)
+
+
+def loss_std_epsilon(losses: np.ndarray) -> tuple[float, str]:
+    """ε = standard deviation of the per-example loss (Zhang et al. 2024) on the Hessian's
+    examples, with a description of where it came from."""
+    losses = np.asarray(losses, np.float64)
+    source = f"std of the per-example loss on the Hessian's {losses.size} examples"
+    return check_epsilon(float(np.std(losses)), source), source
+
+
+def _check_scores(scores: Any, params: Any) -> None:
+    same = jax.tree.structure(scores) == jax.tree.structure(params) and all(
+        np.shape(s) == np.shape(p)
+        for s, p in zip(jax.tree.leaves(scores), jax.tree.leaves(params), strict=True))
+    if not same:
+        raise ConfigError("the scores must be a tree shaped like the parameters")
+
+
+def _chunk_size(dim: int) -> int:
+    """Displacements per vmapped HVP: ≈64 MiB of float32 rows, at most 64."""
+    return max(1, min(64, 2 ** 24 // max(dim, 1)))
+
+
+def _curvatures(op: HessianOperator, w: jax.Array, rank: jax.Array, counts: np.ndarray,
+                chunk: int) -> np.ndarray:
+    """ΔᵀHΔ for Δ(k) = −w on the coordinates of rank < k, for every k of `counts`: the
+    rows of a chunk are built on the device and go through one vmapped HVP."""
+    key = ("predict.curvature", chunk)
+    if key not in op.compiled:
+        def run(params, batches, w, rank, ks):
+            deltas = jnp.where(rank[None] < ks[:, None], -w[None], 0.0).astype(w.dtype)
+            h = jax.vmap(lambda d: op.hvp(params, batches, d))(deltas)
+            return jnp.sum(deltas * h, axis=1)
+
+        op.compiled[key] = jax.jit(run)
+    out = []
+    for i in range(0, len(counts), chunk):
+        ks = np.zeros(chunk, np.int32)  # padded with k = 0 (Δ = 0): one compiled shape
+        part = counts[i : i + chunk]
+        ks[: len(part)] = part
+        out.append(np.asarray(op.compiled[key](op.params, op.batches, w, rank,
+                                               jnp.asarray(ks)))[: len(part)])
+    return np.concatenate(out).astype(np.float64)
+
+
+def predict_prune_ratio(
+    op: HessianOperator, loss_fn: LossFn, scores: Any, *, criterion: str = "custom",
+    grid: Any = None, epsilon: float | None = None, keep_dense: Sequence[str] = (),
+    grad: jax.Array | None = None, spectrum: Spectrum | None = None,
+    lanczos_steps: int = 100, slq_probes: int = 4, slq_steps: int = 90, seed: int = 0,
+    chunk: int | None = None,
+) -> PrunePrediction:
+    """Curves and safe ratios of one pruning criterion at `op.params`.
+
+    loss_fn: the mean loss of the operator (its gradient and per-example losses are
+    taken on the operator's batches). scores: a params-shaped tree, higher = more
+    important. epsilon: default the std of the per-example loss. grad (flat, in the
+    operator's space) and spectrum: pass them to share them between criteria.
+    """
+    start = time.perf_counter()
+    grid = check_grid(DEFAULT_GRID if grid is None else grid)
+    if epsilon is None:
+        epsilon, source = loss_std_epsilon(per_example_losses(loss_fn, op.params, op.batches))
+    else:
+        epsilon, source = check_epsilon(epsilon), "given"
+    _check_scores(scores, op.params)
+    eligible = op.from_tree(jax.tree.map(lambda e, p: jnp.full(jnp.shape(p), e, jnp.float32),
+                                         eligible_tree(op.params, keep_dense), op.params))
+    eligible = np.asarray(eligible) > 0
+    num_prunable = int(eligible.sum())
+    if num_prunable == 0:
+        raise ConfigError("no prunable weights: the live parameters hold no kernel outside "
+                          f"keep_dense ({', '.join(_names(keep_dense)) or 'none'})")
+    w = op.from_tree(op.params)
+    order = removal_order(np.asarray(op.from_tree(scores)), eligible)
+    counts = removed_counts(grid, num_prunable)
+    if grad is None:
+        grad = op.from_tree(mean_gradient(loss_fn, op.params, op.batches))
+    shared = spectrum is not None
+    spectrum = spectrum or hessian_spectrum(op, lanczos_steps=lanczos_steps,
+                                            slq_probes=slq_probes, slq_steps=slq_steps, seed=seed)
+
+    # R and gᵀΔ are cumulative sums along the removal order (float64 on the host).
+    w_sorted = np.asarray(w, np.float64)[order]
+    cum_r2 = np.concatenate([[0.0], np.cumsum(w_sorted ** 2)])
+    cum_gw = np.concatenate([[0.0], np.cumsum(np.asarray(grad, np.float64)[order] * w_sorted)])
+    radius = np.sqrt(cum_r2[counts])
+    linear = -cum_gw[counts]
+    rank = np.full(op.dim, op.dim + 1, np.int32)  # ineligible: never removed
+    rank[order] = np.arange(num_prunable, dtype=np.int32)
+    unique, inverse = np.unique(counts, return_inverse=True)  # small D: fewer HVPs
+    curvature = _curvatures(op, w, jnp.asarray(rank), unique,
+                            chunk or _chunk_size(op.dim))[inverse]
+    quadratic = linear + 0.5 * curvature
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rayleigh = np.where(radius > 0, curvature / radius ** 2, np.nan)
+    p_theory = gaussian_width_ratio(radius, spectrum.nodes, spectrum.weights, epsilon)
+
+    lam = max(spectrum.lambda_max, 0.0)  # no positive curvature: nothing bounds the ball
+    safe = SafeRatios(
+        largest_safe_ratio(grid, epsilon - 0.5 * lam * radius ** 2, epsilon),
+        largest_safe_ratio(grid, epsilon - quadratic, epsilon),
+        largest_safe_ratio(grid, p_theory - grid, 1.0))
+    diagnostics = Diagnostics(
+        spectrum.lanczos_residual, spectrum.lanczos_converged, spectrum.lanczos_steps,
+        int(spectrum.nodes.shape[0]), int(spectrum.nodes.shape[1]), spectrum.num_matvecs,
+        spectrum.seconds, len(unique),
+        time.perf_counter() - start - (0.0 if shared else spectrum.seconds))
+    return PrunePrediction(criterion, grid, counts, num_prunable, radius, linear, curvature,
+                           quadratic, rayleigh, p_theory, spectrum.lambda_max, spectrum.trace,
+                           epsilon, source, safe, diagnostics)
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def _finite(values: Any) -> list:
+    """A JSON list with NaN/inf as null."""
+    return [float(v) if np.isfinite(v) else None for v in np.asarray(values, np.float64)]
+
+
+def prediction_record(pred: PrunePrediction) -> dict[str, Any]:
+    """One criterion's curves and safe ratios, JSON-ready."""
+    return {
+        "num_prunable": pred.num_prunable, "removed": pred.removed.tolist(),
+        "radius": _finite(pred.radius), "linear": _finite(pred.linear),
+        "curvature": _finite(pred.curvature), "quadratic": _finite(pred.quadratic),
+        "rayleigh": _finite(pred.rayleigh), "p_theory": _finite(pred.p_theory),
+        "safe": {name: s._asdict() for name, s in pred.safe._asdict().items()},
+        "curve_matvecs": pred.diagnostics.curve_matvecs,
+        "curve_seconds": pred.diagnostics.curve_seconds,
+    }
+
+
+def prune_ratio_record(
+    path: str, *, criterion: str = "magnitude", scores: Any = None, grid: Any = None,
+    epsilon: float | None = None, split: str = "train", examples: int | None = DEFAULT_EXAMPLES,
+    batch_size: int = 500, keep_dense: Sequence[str] = (), lanczos_steps: int = 100,
+    slq_probes: int = 4, slq_steps: int = 90, seed: int = 0, chunk: int | None = None,
+    dataset: Any = None, data_dir: str | None = None,
+) -> dict[str, Any]:
+    """The safe pruning ratio of a checkpoint by estimators A, B and C, for `criterion`
+    beside random pruning, as a JSON-ready record (kind "prune_ratio").
+
+    The Hessian, gradient and default ε are those of the training loss on a fixed subset
+    of `examples` examples of `split`, restricted to the checkpoint's live weights.
+    `scores` (a params-shaped tree, higher = more important) plugs in another criterion,
+    named `criterion`; without it, criterion is "magnitude" or "random" (seeded by `seed`).
+    """
+    from lmc.checkpoint import load_checkpoint
+    from lmc.data import load_dataset
+    from lmc.hessian import checkpoint_operator
+
+    if scores is None:
+        check_name("pruning criterion", criterion, CRITERIA, "pruning criteria")
+    grid = check_grid(DEFAULT_GRID if grid is None else grid)
+    if epsilon is not None:
+        check_epsilon(epsilon)
+    ckpt = load_checkpoint(path)
+    eligible_tree(ckpt.params, keep_dense)  # unknown layers fail before any work
+    dataset = dataset or load_dataset(ckpt.meta["data"]["name"], data_dir)
+    op = checkpoint_operator(ckpt, dataset, split=split, examples=examples,
+                             batch_size=batch_size)
+    loss_fn = op.loss_fn
+    start = time.perf_counter()
+    losses = per_example_losses(loss_fn, op.params, op.batches)
+    epsilon, source = loss_std_epsilon(losses) if epsilon is None else (epsilon, "given")
+
+    all_scores = {"random": random_scores(ckpt.params, jax.random.key(seed))}
+    if scores is not None:
+        _check_scores(scores, ckpt.params)
+        all_scores[criterion] = scores
+    elif criterion == "magnitude":
+        all_scores["magnitude"] = magnitude_scores(ckpt.params)
+    grad = op.from_tree(mean_gradient(loss_fn, op.params, op.batches))
+    spectrum = hessian_spectrum(op, lanczos_steps=lanczos_steps, slq_probes=slq_probes,
+                                slq_steps=slq_steps, seed=seed)
+    names = [criterion] + [n for n in all_scores if n != criterion]
+    preds = {n: predict_prune_ratio(op, loss_fn, all_scores[n], criterion=n, grid=grid,
+                                    epsilon=epsilon, keep_dense=keep_dense, grad=grad,
+                                    spectrum=spectrum, chunk=chunk)
+             for n in names}
+    first = preds[criterion]
+    return {
+        "kind": "prune_ratio", "checkpoint": str(path), "model": ckpt.meta["model"],
+        "data": ckpt.meta["data"]["name"], "split": split, "examples": op.num_examples,
+        "dim": op.dim, "num_prunable": first.num_prunable, "masked": ckpt.mask is not None,
+        "keep_dense": _names(keep_dense), "seed": seed, "criterion": criterion,
+        "loss": float(losses.mean()), "gradient_norm": float(jnp.linalg.norm(grad)),
+        "epsilon": epsilon, "epsilon_source": source,
+        "lambda_max": spectrum.lambda_max, "trace": spectrum.trace,
+        "grid": grid.tolist(),
+        "criteria": {n: prediction_record(p) for n, p in preds.items()},
+        "diagnostics": {
+            "lanczos_residual": spectrum.lanczos_residual,
+            "lanczos_converged": spectrum.lanczos_converged,
+            "lanczos_steps": spectrum.lanczos_steps, "slq_probes": slq_probes,
+            "slq_steps": int(spectrum.nodes.shape[1]),
+            "spectrum_matvecs": spectrum.num_matvecs, "spectrum_seconds": spectrum.seconds,
+            "num_matvecs": spectrum.num_matvecs + sum(p.diagnostics.curve_matvecs
+                                                      for p in preds.values())},
+        "seconds": time.perf_counter() - start,
+    }

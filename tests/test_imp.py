@@ -1,0 +1,142 @@
+"""IMP with rewinding: rewinding, lineage in the run store, resume, baselines, CLI."""
+
+import json
+import math
+
+import jax
+import numpy as np
+import optax
+import pytest
+
+from lmc.checkpoint import load_checkpoint
+from lmc.cli import main
+from lmc.config import TrainConfig
+from lmc.errors import ConfigError
+from lmc.imp import levels_for, run_imp
+from lmc.runs import Run, RunSpec
+from lmc.train import make_optimizer
+
+CONFIG = TrainConfig(model="mlp", model_options={"widths": (32, 32)}, lr=0.05, batch_size=64,
+                     duration="150it")
+REWIND = 20
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    return tmp_path_factory.mktemp("runs")
+
+
+@pytest.fixture(scope="module")
+def two_levels(root, mnist1d):
+    return run_imp(CONFIG, levels=2, rewind=REWIND, keep_dense=("output",), root=root,
+               dataset=mnist1d, alphas=5, progress=False)
+
+
+def test_levels_for_target_density():
+    assert levels_for(0.2, 0.8 ** 5) == 5
+    assert levels_for(0.2, 0.5) == math.ceil(math.log(0.5) / math.log(0.8))
+    with pytest.raises(ConfigError, match="target density"):
+        levels_for(0.2, 1.5)
+
+
+def test_levels_rewind_to_the_trunk_weights_at_k(two_levels, root):
+    trunk = Run.open(root / two_levels["trunk"])
+    w_k = trunk.load(REWIND)
+    tx = make_optimizer(CONFIG, 4000 // 64)
+    previous = None
+    for level in two_levels["methods"]["imp"][1:]:
+        run = Run.open(root / level["run_id"])
+        assert run.spec.parent == trunk.spec.run_id and run.spec.start_step == REWIND
+        start = run.load(REWIND, tx.init(w_k.params))
+        for w, w0, m in zip(jax.tree.leaves(start.params), jax.tree.leaves(w_k.params),
+                            jax.tree.leaves(start.mask), strict=True):
+            np.testing.assert_array_equal(np.asarray(w), np.where(m, w0, 0))
+        # pruned weights carry no momentum over from the trunk
+        momentum = optax.tree_map_params(tx, lambda s, m: np.where(m, 0, s), start.opt_state,
+                                         start.mask)
+        for leaf in jax.tree.leaves(momentum):
+            if np.issubdtype(np.asarray(leaf).dtype, np.floating):
+                assert not np.any(np.asarray(leaf))
+        # the output layer stays dense; the live set only shrinks, by the set fraction
+        assert np.all(start.mask["output"]["kernel"])
+        alive = sum(int(np.sum(m)) for k, v in start.mask.items() if k != "output"
+                    for m in [v["kernel"]])
+        if previous is not None:
+            prev_alive, prev_mask = previous
+            assert alive == prev_alive - math.ceil(0.2 * prev_alive)
+            for m, pm in zip(jax.tree.leaves(start.mask), jax.tree.leaves(prev_mask), strict=True):
+                assert not np.any(np.asarray(m) & ~np.asarray(pm))
+        previous = (alive, start.mask)
+        assert level["successive_barrier"]["error"] >= 0
+
+
+def test_longer_run_reuses_levels_and_resume_gives_the_same_masks(two_levels, root, mnist1d):
+    # Interrupt level 2: drop its result and its final checkpoint.
+    level2 = Run.open(root / two_levels["methods"]["imp"][2]["run_id"])
+    (level2.dir / "result.json").unlink()
+    level2.checkpoint_path(150).unlink()
+    longer = run_imp(CONFIG, levels=3, rewind=REWIND, keep_dense=("output",), root=root,
+                 dataset=mnist1d, alphas=5, progress=False)
+    old, new = two_levels["methods"]["imp"], longer["methods"]["imp"]
+    assert [lv["mask_id"] for lv in new[:3]] == [lv["mask_id"] for lv in old]
+    assert new[1]["train_seconds"] is None  # reused
+    assert new[2]["train_seconds"] is not None  # resumed
+    assert new[2]["test_accuracy"] == old[2]["test_accuracy"]
+    assert new[3]["density"] < old[2]["density"]
+
+
+def test_baselines_share_the_schedule(root, mnist1d):
+    record = run_imp(CONFIG, levels=2, rewind=REWIND, root=root, dataset=mnist1d, progress=False,
+                 baselines=("random", "shuffle", "reinit", "invert"), successive_barriers=False)
+    imp_levels = record["methods"]["imp"]
+    for method in ("random", "shuffle", "reinit", "invert"):
+        levels = record["methods"][method]
+        assert [lv["level"] for lv in levels] == [0, 1, 2]
+        for a, b in zip(levels, imp_levels, strict=True):
+            assert a["density"] == pytest.approx(b["density"], abs=1e-9)
+    # shuffle keeps each layer's density; reinit keeps IMP's mask with other weights
+    for level in (1, 2):
+        imp_ckpt = load_checkpoint(imp_levels[level]["checkpoint"])
+        shuffled = load_checkpoint(record["methods"]["shuffle"][level]["checkpoint"])
+        for a, b in zip(jax.tree.leaves(imp_ckpt.mask), jax.tree.leaves(shuffled.mask),
+                        strict=True):
+            assert np.sum(a) == np.sum(b)
+        reinit = Run.open(root / record["methods"]["reinit"][level]["run_id"])
+        assert reinit.spec.reinit is not None
+        assert reinit.spec.mask == imp_levels[level]["mask_id"]
+        start = reinit.load(REWIND)
+        trunk = Run.open(root / record["trunk"]).load(REWIND)
+        kernel = np.asarray(start.params["dense0"]["kernel"])
+        live = np.asarray(start.mask["dense0"]["kernel"])
+        assert not np.allclose(kernel[live], np.asarray(trunk.params["dense0"]["kernel"])[live])
+        assert not np.any(kernel[~live])
+
+
+def test_errors(root, mnist1d):
+    with pytest.raises(ConfigError, match="either"):
+        run_imp(CONFIG, root=root, dataset=mnist1d)
+    with pytest.raises(ConfigError, match="fraction"):
+        run_imp(CONFIG, levels=1, fraction=1.2, root=root, dataset=mnist1d)
+    with pytest.raises(ConfigError, match="valid"):
+        run_imp(CONFIG, levels=1, baselines=("lottery",), root=root, dataset=mnist1d)
+    with pytest.raises(ConfigError, match="rewind"):
+        run_imp(CONFIG, levels=1, rewind="150it", root=root, dataset=mnist1d)
+    assert RunSpec(CONFIG).to_dict().get("reinit", "absent") == "absent"
+
+
+def test_cli_imp_writes_json_and_figures(tmp_path, capsys):
+    out = tmp_path / "imp.json"
+    code = main(["imp", "--model", "mlp", "--model-option", "widths=16", "--batch-size", "64",
+                 "--duration", "100it", "--levels", "2", "--rewind", "10it",
+                 "--baselines", "random", "--alphas", "5", "--runs", str(tmp_path / "runs"),
+                 "--out", str(out), "--no-progress"])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "smallest matching density" in text
+    record = json.loads(out.read_text())
+    assert record["kind"] == "imp" and set(record["methods"]) == {"imp", "random"}
+    for name in ("imp.png", "imp.pdf", "imp_barriers.png"):
+        assert (tmp_path / name).is_file()
+    assert main(["imp", "--levels", "2", "--criterion", "lottery", "--no-progress",
+                 "--runs", str(tmp_path / "runs")]) == 1
+    assert "valid" in capsys.readouterr().err
