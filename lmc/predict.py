@@ -28,11 +28,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lmc import prune
 from lmc.errors import ConfigError, check_name
 from lmc.hessian import HessianOperator, LossFn, spectral_density, top_eigenpairs
-from lmc.models import prunable
-
-CRITERIA = ("magnitude", "random")
 
 # Zhang et al. (2024) scan p in steps of 1/1000. Finer than that changes nothing an IMP
 # schedule can use (levels prune 10-20%); A and C cost nothing per point, B one HVP.
@@ -46,46 +44,26 @@ DEFAULT_EXAMPLES = 2000
 # ----------------------------------------------------------------------------- selection
 
 
-def magnitude_scores(params: Any) -> Any:
-    """|w|: small weights are the least important."""
-    return jax.tree.map(jnp.abs, params)
-
-
-def random_scores(params: Any, key: jax.Array) -> Any:
-    """Uniform scores from `key`, one independent draw per leaf: random pruning."""
-    leaves, treedef = jax.tree.flatten(params)
-    keys = jax.random.split(key, len(leaves))
-    return treedef.unflatten([jax.random.uniform(k, jnp.shape(leaf))
-                              for k, leaf in zip(keys, leaves, strict=True)])
-
-
-def _names(keep_dense: Sequence[str]) -> list[str]:
-    return [keep_dense] if isinstance(keep_dense, str) else list(keep_dense)
-
-
-def eligible_tree(params: Any, keep_dense: Sequence[str] = ()) -> Any:
-    """Bools like `params`: the prunable weights ('kernel' leaves) outside `keep_dense`."""
-    keep_dense = _names(keep_dense)
-    unknown = sorted(set(keep_dense) - set(params))
-    if unknown:
-        raise ConfigError(f"unknown layer(s) in keep_dense: {', '.join(unknown)}; "
-                          f"valid layers: {', '.join(sorted(params))}")
-    flags = prunable(params)
-    return {k: jax.tree.map(lambda f, k=k: bool(f) and k not in keep_dense, v)
-            for k, v in flags.items()}
-
-
-def removal_order(scores: np.ndarray, eligible: np.ndarray) -> np.ndarray:
-    """Indices of the eligible coordinates, lowest score first (the order a pruning
-    criterion removes them); ties in flat-vector order (stable sort). The rule of
-    lmc.prune, kept separate so that it can be swapped for it."""
-    index = np.flatnonzero(eligible)
-    return index[np.argsort(np.asarray(scores)[index], kind="stable")]
+def _op_order(op: HessianOperator, scores: Any, keep_dense: Sequence[str]) -> np.ndarray:
+    """The operator-space indices of the live weights outside `keep_dense` in the order a
+    pruning step by `scores` removes them: `lmc.prune.removal_order`, mapped from its
+    index space (all prunable leaves) to the operator's (live parameters)."""
+    sizes = [int(np.size(leaf)) for leaf in jax.tree.leaves(op.params)]
+    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+    treedef = jax.tree.structure(op.params)
+    position = jax.tree.unflatten(treedef, [
+        o + np.arange(n, dtype=np.int64).reshape(np.shape(leaf))
+        for o, n, leaf in zip(offsets, sizes, jax.tree.leaves(op.params), strict=True)])
+    live = np.zeros(op.subspace.size_full, bool)
+    live[op.subspace.index] = True
+    mask = jax.tree.unflatten(treedef, [live[p] for p in jax.tree.leaves(position)])
+    order = prune.removal_order(scores, mask, keep_dense)
+    return np.searchsorted(op.subspace.index, prune.flat_prunable(position)[order])
 
 
 def removed_counts(grid: np.ndarray, num_prunable: int) -> np.ndarray:
-    """ceil(p·D) weights removed at ratio p (rounded first, so that 0.3·10 is 3, not 4)."""
-    return np.ceil(np.round(np.asarray(grid, np.float64) * num_prunable, 6)).astype(np.int64)
+    """Weights a step of ratio p removes, for every p of the grid (`lmc.prune.prune_count`)."""
+    return np.array([prune.prune_count(p, num_prunable) for p in grid], np.int64)
 
 
 # ----------------------------------------------------------------------------- curves
@@ -312,21 +290,19 @@ def predict_prune_ratio(
     operator's space) and spectrum: pass them to share them between criteria.
     """
     start = time.perf_counter()
+    keep_dense = (keep_dense,) if isinstance(keep_dense, str) else tuple(keep_dense)
     grid = check_grid(DEFAULT_GRID if grid is None else grid)
     if epsilon is None:
         epsilon, source = loss_std_epsilon(per_example_losses(loss_fn, op.params, op.batches))
     else:
         epsilon, source = check_epsilon(epsilon), "given"
     _check_scores(scores, op.params)
-    eligible = op.from_tree(jax.tree.map(lambda e, p: jnp.full(jnp.shape(p), e, jnp.float32),
-                                         eligible_tree(op.params, keep_dense), op.params))
-    eligible = np.asarray(eligible) > 0
-    num_prunable = int(eligible.sum())
+    order = _op_order(op, scores, keep_dense)
+    num_prunable = len(order)
     if num_prunable == 0:
         raise ConfigError("no prunable weights: the live parameters hold no kernel outside "
-                          f"keep_dense ({', '.join(_names(keep_dense)) or 'none'})")
+                          f"keep_dense ({', '.join(keep_dense) or 'none'})")
     w = op.from_tree(op.params)
-    order = removal_order(np.asarray(op.from_tree(scores)), eligible)
     counts = removed_counts(grid, num_prunable)
     if grad is None:
         grad = op.from_tree(mean_gradient(loss_fn, op.params, op.batches))
@@ -405,13 +381,17 @@ def prune_ratio_record(
     from lmc.data import load_dataset
     from lmc.hessian import checkpoint_operator
 
+    keep_dense = (keep_dense,) if isinstance(keep_dense, str) else tuple(keep_dense)
     if scores is None:
-        check_name("pruning criterion", criterion, CRITERIA, "pruning criteria")
+        check_name("pruning criterion", criterion, prune.CRITERIA, "pruning criteria")
+        if criterion == "magnitude_layerwise":
+            raise ConfigError("the prediction removes weights in one global order; "
+                              "magnitude_layerwise prunes each layer separately: use magnitude")
     grid = check_grid(DEFAULT_GRID if grid is None else grid)
     if epsilon is not None:
         check_epsilon(epsilon)
     ckpt = load_checkpoint(path)
-    eligible_tree(ckpt.params, keep_dense)  # unknown layers fail before any work
+    prune.density(prune.dense_mask(ckpt.params), keep_dense)  # fails early: no prunable
     dataset = dataset or load_dataset(ckpt.meta["data"]["name"], data_dir)
     op = checkpoint_operator(ckpt, dataset, split=split, examples=examples,
                              batch_size=batch_size)
@@ -420,12 +400,14 @@ def prune_ratio_record(
     losses = per_example_losses(loss_fn, op.params, op.batches)
     epsilon, source = loss_std_epsilon(losses) if epsilon is None else (epsilon, "given")
 
-    all_scores = {"random": random_scores(ckpt.params, jax.random.key(seed))}
+    all_scores = {"random": prune.scores("random", ckpt.params, key=jax.random.key(seed))}
     if scores is not None:
         _check_scores(scores, ckpt.params)
         all_scores[criterion] = scores
-    elif criterion == "magnitude":
-        all_scores["magnitude"] = magnitude_scores(ckpt.params)
+    elif criterion != "random":
+        inputs = prune.checkpoint_inputs(ckpt, dataset, examples=examples or 1000,
+                                         key=jax.random.key(seed))
+        all_scores[criterion] = prune.scores(criterion, ckpt.params, ckpt.mask, **inputs)
     grad = op.from_tree(mean_gradient(loss_fn, op.params, op.batches))
     spectrum = hessian_spectrum(op, lanczos_steps=lanczos_steps, slq_probes=slq_probes,
                                 slq_steps=slq_steps, seed=seed)
@@ -439,7 +421,7 @@ def prune_ratio_record(
         "kind": "prune_ratio", "checkpoint": str(path), "model": ckpt.meta["model"],
         "data": ckpt.meta["data"]["name"], "split": split, "examples": op.num_examples,
         "dim": op.dim, "num_prunable": first.num_prunable, "masked": ckpt.mask is not None,
-        "keep_dense": _names(keep_dense), "seed": seed, "criterion": criterion,
+        "keep_dense": list(keep_dense), "seed": seed, "criterion": criterion,
         "loss": float(losses.mean()), "gradient_norm": float(jnp.linalg.norm(grad)),
         "epsilon": epsilon, "epsilon_source": source,
         "lambda_max": spectrum.lambda_max, "trace": spectrum.trace,

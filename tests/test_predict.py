@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from lmc import prune
 from lmc.config import TrainConfig
 from lmc.errors import ConfigError
 from lmc.evaluate import cross_entropy
@@ -17,11 +18,8 @@ from lmc.predict import (
     DEFAULT_GRID,
     gaussian_width_ratio,
     largest_safe_ratio,
-    magnitude_scores,
     predict_prune_ratio,
     prune_ratio_record,
-    random_scores,
-    removal_order,
     removed_counts,
 )
 from lmc.runs import train_run
@@ -76,7 +74,7 @@ def by_hand(A, epsilon):
 def test_safe_ratios_of_a_quadratic_match_closed_forms(epsilon):
     A = (ROTATION * SPECTRUM) @ ROTATION.T
     op, loss_fn = quadratic(A)
-    pred = predict_prune_ratio(op, loss_fn, magnitude_scores(op.params), epsilon=epsilon,
+    pred = predict_prune_ratio(op, loss_fn, prune.scores("magnitude", op.params), epsilon=epsilon,
                                **SMALL)
     safe_a, safe_b, _, r2, q, _, eig = by_hand(A, epsilon)
     k = pred.removed
@@ -102,7 +100,7 @@ def test_gaussian_width_crossing_of_a_diagonal_quadratic_is_exact():
     """Rademacher SLQ on a diagonal matrix is exact: zᵀf(A)z = Σ f(λ_i) when z_i² = 1."""
     epsilon = 0.5
     op, loss_fn = quadratic(np.diag(SPECTRUM))
-    pred = predict_prune_ratio(op, loss_fn, magnitude_scores(op.params), epsilon=epsilon,
+    pred = predict_prune_ratio(op, loss_fn, prune.scores("magnitude", op.params), epsilon=epsilon,
                                **SMALL)
     safe_a, safe_b, safe_c, _, _, p_theory, _ = by_hand(np.diag(SPECTRUM), epsilon)
     np.testing.assert_allclose(pred.p_theory, p_theory, rtol=1e-4)  # float32 Lanczos
@@ -153,9 +151,6 @@ def test_largest_safe_ratio_on_constructed_curves():
 
 def test_removal_counts_and_order():
     assert removed_counts(np.array([0.1, 0.3, 0.35, 0.999]), 10).tolist() == [1, 3, 4, 10]
-    scores = np.array([3.0, 1.0, 1.0, 0.5, 2.0])
-    eligible = np.array([True, True, True, False, True])
-    assert removal_order(scores, eligible).tolist() == [1, 2, 4, 0]  # ties by position
 
 
 @pytest.fixture(scope="module")
@@ -176,7 +171,7 @@ def mlp(mnist1d):
 def test_radius_of_magnitude_pruning_is_the_norm_of_the_removed_weights(mlp):
     op, loss_fn, params, mask = mlp
     grid = np.array([0.05, 0.2, 0.5, 0.8, 0.95])
-    pred = predict_prune_ratio(op, loss_fn, magnitude_scores(params), grid=grid,
+    pred = predict_prune_ratio(op, loss_fn, prune.scores("magnitude", params), grid=grid,
                                keep_dense=("output",), lanczos_steps=10, slq_probes=1,
                                slq_steps=10)
     # live kernels outside "output", concatenated in tree order; smallest |w| first
@@ -189,7 +184,7 @@ def test_radius_of_magnitude_pruning_is_the_norm_of_the_removed_weights(mlp):
     np.testing.assert_allclose(pred.radius, np.sqrt(np.cumsum(removed_sq)[counts - 1]),
                                rtol=1e-6)
     # random scores remove about p of the squared norm: a larger radius than magnitude
-    rand = predict_prune_ratio(op, loss_fn, random_scores(params, jax.random.key(0)),
+    rand = predict_prune_ratio(op, loss_fn, prune.scores("random", params, key=jax.random.key(0)),
                                grid=grid, keep_dense=("output",), epsilon=pred.epsilon,
                                lanczos_steps=10, slq_probes=1, slq_steps=10)
     assert np.all(rand.radius >= pred.radius)
@@ -202,7 +197,7 @@ def test_radius_of_magnitude_pruning_is_the_norm_of_the_removed_weights(mlp):
 
 def test_errors(mlp):
     op, loss_fn, params, _ = mlp
-    scores = magnitude_scores(params)
+    scores = prune.scores("magnitude", params)
     with pytest.raises(ConfigError, match=r"pruning ratios must lie in \(0, 1\); got 1"):
         predict_prune_ratio(op, loss_fn, scores, grid=[0.5, 1.0])
     with pytest.raises(ConfigError, match="got 0"):
@@ -252,7 +247,9 @@ def test_prune_ratio_record_of_a_checkpoint(tmp_path, mnist1d):
     diagnostics = record["diagnostics"]
     assert diagnostics["num_matvecs"] == diagnostics["spectrum_matvecs"] + 2 * 99
     assert mag["curve_matvecs"] == 99
-    with pytest.raises(ConfigError, match="unknown pruning criterion 'snip'"):
-        prune_ratio_record(path, criterion="snip", dataset=mnist1d)
-    with pytest.raises(ConfigError, match="unknown layer"):
+    with pytest.raises(ConfigError, match="unknown pruning criterion 'lottery'"):
+        prune_ratio_record(path, criterion="lottery", dataset=mnist1d)
+    with pytest.raises(ConfigError, match="one global order"):
+        prune_ratio_record(path, criterion="magnitude_layerwise", dataset=mnist1d)
+    with pytest.raises(ConfigError, match="unknown"):
         prune_ratio_record(path, keep_dense=("nope",), dataset=mnist1d)
