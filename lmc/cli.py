@@ -257,14 +257,25 @@ def _print_instability(record: dict) -> None:
 
 
 def cmd_imp(args: argparse.Namespace) -> None:
-    from lmc.imp import run_imp
+    from lmc.imp import AdaptiveFraction, run_imp
 
     config = config_from_args(args)
     _check_names(config)
+    if args.fraction == "auto":
+        fraction = AdaptiveFraction(args.estimator, safety=args.safety, floor=args.floor,
+                                    keep_dense=args.keep_dense)
+        if args.levels is None and args.target_density is None:
+            args.levels = 30
+    else:
+        try:
+            fraction = float(args.fraction)
+        except ValueError:
+            raise ConfigError(f"--ratio must be a number in (0, 1) or auto, got "
+                              f"{args.fraction!r}") from None
     if args.levels is None and args.target_density is None:
         args.levels = 10
     record = run_imp(config, levels=args.levels, target_density=args.target_density,
-                 fraction=args.fraction, rewind=args.rewind, criterion=args.criterion,
+                 fraction=fraction, rewind=args.rewind, criterion=args.criterion,
                  keep_dense=args.keep_dense, baselines=args.baselines,
                  successive_barriers=not args.no_barriers, tolerance=args.tolerance,
                  alphas=args.alphas, root=args.runs, progress=args.progress,
@@ -289,6 +300,45 @@ def _print_imp(record: dict) -> None:
                   f"{'' if lv['matching'] else '  not matching'}")
     for method, summary in record["summary"].items():
         print(f"  {method}: smallest matching density {summary['min_matching_density']:.2%}")
+    if record.get("adaptive_predictions"):
+        fractions = ", ".join(f"{100 * p['fraction']:.0f}%" for p in record["adaptive_predictions"])
+        print(f"  adaptive schedule (predicted safe ratios): {fractions}")
+        print(f"  predicted maximum sparsity {record['predicted_max_sparsity']:.2%} in "
+              f"{record['summary']['imp']['levels']} levels")
+
+
+def cmd_prune_ratio(args: argparse.Namespace) -> None:
+    import numpy as np
+
+    from lmc.predict import prune_ratio_record
+
+    if not 0 < args.grid_step < 0.5:
+        raise ConfigError(f"--grid-step must be in (0, 0.5), got {args.grid_step}")
+    grid = np.arange(args.grid_step, 1 - 1e-9, args.grid_step)
+    record = prune_ratio_record(args.checkpoint, criterion=args.criterion, grid=grid,
+                                epsilon=args.epsilon, examples=args.examples,
+                                keep_dense=args.keep_dense, seed=args.seed,
+                                data_dir=args.data_dir)
+    _print_prune_ratio(record)
+    _write_result(record, _result_path(args, "prune_ratio", args), args)
+
+
+def _print_prune_ratio(record: dict) -> None:
+    print(f"{record['num_prunable']:,} live prunable weights; Hessian on {record['examples']} "
+          f"{record['split']} examples: λ_max {record['lambda_max']:.4g}, trace "
+          f"{record['trace']:.4g}")
+    print(f"ε = {record['epsilon']:.4g} ({record['epsilon_source']})")
+    names = list(record["criteria"])
+    print(f"  {'safe pruning ratio':28}" + "".join(f"{n:>14}" for n in names))
+    labels = {"lambda_max": "A  ½·λ_max·R² ≤ ε", "quadratic": "B  gᵀΔ + ½ΔᵀHΔ ≤ ε",
+              "gaussian_width": "C  p ≤ p_theory(R)  (default)"}
+    for key, label in labels.items():
+        cells = []
+        for n in names:
+            safe = record["criteria"][n]["safe"][key]
+            flag = {"above_grid": "≥", "below_grid": "<"}.get(safe["status"], "")
+            cells.append(f"{flag}{100 * safe['interpolated']:.1f}%")
+        print(f"  {label:28}" + "".join(f"{c:>14}" for c in cells))
 
 
 def cmd_sharpness(args: argparse.Namespace) -> None:
@@ -343,6 +393,9 @@ DEMO_CONFIG = TrainConfig()
 # The unstable-then-stable setting of experiments/instability_mnist1d.md.
 DEMO_INSTABILITY = DEMO_CONFIG.replace(duration="3000it")
 DEMO_SPAWN_STEPS = ("0it", "25it", "250it")
+DEMO_IMP = DEMO_CONFIG.replace(model="mlp", model_options={"widths": (100, 100)},
+                               duration="3000it")
+DEMO_IMP_LEVELS, DEMO_REWIND = 8, "100it"
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -376,6 +429,30 @@ def cmd_demo(args: argparse.Namespace) -> None:
     _print_instability(record)
     _write_result(record, _result_path(args, "instability", record["config"]), args)
 
+    from lmc.imp import AdaptiveFraction, run_imp
+
+    print(f"\n== 5. iterative magnitude pruning of an MLP {DEMO_IMP.model_options['widths']}: "
+          f"{DEMO_IMP_LEVELS} levels of 20%, rewinding to {DEMO_REWIND}, against random pruning")
+    common = dict(rewind=DEMO_REWIND, root=args.runs, progress=args.progress,
+                  data_dir=args.data_dir)
+    record = run_imp(DEMO_IMP, levels=DEMO_IMP_LEVELS, baselines=("random",), **common)
+    _print_imp(record)
+    _write_result(record, _result_path(args, "imp", record["config"]), args)
+    measured = 1 - record["summary"]["imp"]["min_matching_density"]
+
+    print("\n== 6. the safe pruning ratio of the dense MLP, and the maximum IMP sparsity "
+          "predicted from the landscape")
+    args.checkpoint, args.grid_step, args.examples = record["methods"]["imp"][0]["checkpoint"], \
+        0.01, 2000
+    args.criterion, args.epsilon, args.keep_dense, args.seed = "magnitude", None, [], 0
+    cmd_prune_ratio(args)
+    adaptive = run_imp(DEMO_IMP, levels=30, fraction=AdaptiveFraction(), **common)
+    fractions = ", ".join(f"{100 * p['fraction']:.0f}%" for p in adaptive["adaptive_predictions"])
+    print(f"adaptive IMP, pruning each level by its predicted safe ratio: {fractions}")
+    print(f"predicted maximum sparsity {adaptive['predicted_max_sparsity']:.1%}; measured with "
+          f"20% levels: largest sparsity still matching {measured:.1%} (of at most "
+          f"{1 - 0.8 ** DEMO_IMP_LEVELS:.1%} reached)")
+
 
 def cmd_list(args: argparse.Namespace) -> None:
     from lmc.data import DATASETS
@@ -408,8 +485,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_arguments(p)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("demo", help="train on MNIST-1D, measure sharpness, interpolate, and "
-                       "run an instability analysis with its figure")
+    p = sub.add_parser("demo", help="train on MNIST-1D, measure sharpness, interpolate, run an "
+                       "instability analysis, IMP, and predict the safe pruning ratio")
     p.add_argument("--duration", help=f"training length (default {DEMO_CONFIG.duration})")
     p.add_argument("--runs", type=Path, help="run store directory (default ./lmc_runs)")
     p.add_argument("--data-dir", help="data directory")
@@ -465,10 +542,21 @@ def build_parser() -> argparse.ArgumentParser:
                        "Every level is a run in the run store (reused and resumed). Writes a "
                        "JSON, accuracy vs density and the successive-level barrier figure.")
     _add_train_arguments(p)
-    p.add_argument("--fraction", type=float, default=0.2,
-                   help="fraction of the live weights pruned per level (default 0.2)")
+    p.add_argument("--ratio", "--fraction", dest="fraction", default="0.2",
+                   help="fraction of the live weights pruned per level (default 0.2), or "
+                   "auto: the predicted safe ratio of each level's solution (see "
+                   "`lmc prune-ratio`), until it falls below --floor or successive levels "
+                   "stop being linearly connected")
+    p.add_argument("--estimator", default="gaussian_width",
+                   choices=("gaussian_width", "quadratic", "lambda_max"),
+                   help="with --ratio auto: the safe-ratio estimator (default gaussian_width)")
+    p.add_argument("--safety", type=float, default=1.0,
+                   help="with --ratio auto: prune this multiple of the safe ratio (default 1)")
+    p.add_argument("--floor", type=float, default=0.05,
+                   help="with --ratio auto: stop below this ratio (default 0.05)")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--levels", type=int, help="pruning levels (default 10)")
+    g.add_argument("--levels", type=int,
+                   help="pruning levels (default 10; with --ratio auto at most 30)")
     g.add_argument("--target-density", type=float,
                    help="prune until at most this fraction of the weights is left")
     p.add_argument("--rewind", default="0it",
@@ -485,6 +573,30 @@ def build_parser() -> argparse.ArgumentParser:
                    help="skip the error barrier between successive levels")
     _add_interpolation_arguments(p)
     p.set_defaults(func=cmd_imp, alphas=11)
+
+    p = sub.add_parser("prune-ratio", help="predict the largest safe one-step pruning ratio",
+                       description="At a trained (possibly sparse) checkpoint: the pruning "
+                       "displacement R(p), the quadratic-model loss increase and the "
+                       "Gaussian-width prediction p_theory(R) from the masked Hessian's "
+                       "spectrum, for a grid of ratios p; the safe ratio under each "
+                       "estimator, for the criterion and for random pruning (SPEC §5).")
+    p.add_argument("checkpoint", type=Path, help="a checkpoint file")
+    p.add_argument("--criterion", default="magnitude",
+                   help="pruning criterion (default magnitude); random is always added")
+    p.add_argument("--epsilon", type=float,
+                   help="loss tolerance ε (default: std of the per-example training loss)")
+    p.add_argument("--examples", type=int, default=2000,
+                   help="training examples of the Hessian, gradient and ε (default 2000)")
+    p.add_argument("--keep-dense", type=_csv, default=[], metavar="LAYERS",
+                   help="top-level parameter names never pruned, e.g. output")
+    p.add_argument("--grid-step", type=float, default=0.001,
+                   help="spacing of the grid of ratios (default 0.001)")
+    p.add_argument("--seed", type=int, default=0, help="probe and random-pruning seed")
+    p.add_argument("--out", type=Path, help="result JSON (default lmc_results/<kind>-<hash>.json)")
+    p.add_argument("--figure", type=Path, help="figure path without suffix")
+    p.add_argument("--no-figure", action="store_true", help="write the JSON only")
+    p.add_argument("--data-dir", help="data directory")
+    p.set_defaults(func=cmd_prune_ratio)
 
     p = sub.add_parser("sharpness", help="Hessian eigenvalues, trace and spectral density",
                        description="Top eigenvalues (Lanczos), trace (Hutchinson and Hutch++) "

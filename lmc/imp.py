@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import numpy as np
 from tqdm.auto import tqdm
 
 from lmc import prune
@@ -74,6 +75,43 @@ class _Pruner:
                            keep_dense=self.keep_dense, invert=method == "invert", **inputs)
 
 
+STABILITY_THRESHOLD = 0.02  # error barrier that ends an adaptive schedule (SPEC §5)
+ESTIMATORS = ("gaussian_width", "quadratic", "lambda_max")
+
+
+class AdaptiveFraction:
+    """The pruning fraction of each level from the landscape (SPEC §5): the predicted safe
+    ratio of the previous level's solution under `estimator`, times `safety`, at most
+    `cap`; None (stop: the valley has become too steep) once it falls below `floor`."""
+
+    def __init__(self, estimator: str = "gaussian_width", *, safety: float = 1.0,
+                 floor: float = 0.05, cap: float = 0.9, examples: int = 1000,
+                 grid_step: float = 0.01, keep_dense: Sequence[str] = (),
+                 dataset: Dataset | None = None):
+        check_name("estimator", estimator, ESTIMATORS)
+        if not 0 < safety <= 1 or not 0 < floor < cap < 1:
+            raise ConfigError("need 0 < safety <= 1 and 0 < floor < cap < 1")
+        self.estimator, self.safety, self.floor, self.cap = estimator, safety, floor, cap
+        self.examples, self.keep_dense, self.dataset = examples, tuple(keep_dense), dataset
+        self.grid = np.arange(grid_step, 1 - 1e-9, grid_step)
+        self.predictions: list[dict[str, Any]] = []
+
+    def __call__(self, level: int, checkpoint: str) -> float | None:
+        from lmc.predict import prune_ratio_record
+
+        record = prune_ratio_record(checkpoint, grid=self.grid, examples=self.examples,
+                                    keep_dense=self.keep_dense, with_random=False,
+                                    dataset=self.dataset)
+        safe = record["criteria"]["magnitude"]["safe"][self.estimator]["interpolated"]
+        fraction = min(self.safety * safe, self.cap)
+        self.predictions.append({
+            "level": level, "checkpoint": checkpoint, "safe_ratio": safe,
+            "fraction": fraction, "lambda_max": record["lambda_max"],
+            "trace": record["trace"], "epsilon": record["epsilon"],
+            "seconds": record["seconds"]})
+        return None if fraction < self.floor else fraction
+
+
 def _level_record(run: Run, level: int, mask: Any, seconds: float | None) -> dict[str, Any]:
     final = run.result()["final"]
     return {
@@ -90,7 +128,7 @@ def run_imp(
     *,
     levels: int | None = None,
     target_density: float | None = None,
-    fraction: float | Callable[[int, Checkpoint], float] = 0.2,
+    fraction: float | Callable[[int, str], float | None] = 0.2,
     rewind: str | int = 0,
     criterion: str = "magnitude",
     keep_dense: Sequence[str] = (),
@@ -106,9 +144,11 @@ def run_imp(
 ) -> dict[str, Any]:
     """IMP with rewinding to step `rewind`, and the `baselines` on the same schedule.
 
-    `fraction`: of the live weights pruned per level, or a function (level, checkpoint of
-    the level before) -> fraction, for adaptive schedules. `levels` or `target_density`
-    sets the length. `keep_dense`: top-level parameter names never pruned (e.g. "output").
+    `fraction`: of the live weights pruned per level, or a function (level, checkpoint path
+    of the level before) -> fraction or None to stop, e.g. `AdaptiveFraction`; baselines
+    then prune by IMP's fractions. `levels` or `target_density` sets the length (an
+    adaptive schedule may stop earlier). `keep_dense`: top-level parameter names never
+    pruned (e.g. "output").
     `examples`: training examples the data-dependent criteria (SNIP, GraSP) score on.
     A level is matching when its test accuracy is at least the dense one minus `tolerance`.
     Returns a JSON-ready record (kind "imp").
@@ -118,10 +158,7 @@ def run_imp(
         check_name("baseline", b, METHODS[1:])
     if (levels is None) == (target_density is None):
         raise ConfigError("give either the number of levels or a target density")
-    if callable(fraction):
-        if target_density is None:
-            raise ConfigError("an adaptive pruning fraction needs a target density")
-    elif not 0 < fraction < 1:
+    if not callable(fraction) and not 0 < fraction < 1:
         raise ConfigError(f"pruning fraction must be in (0, 1), got {fraction}")
     # With a target, levels run until the density (over all prunable weights, so layers
     # kept dense slow it down) reaches it.
@@ -155,25 +192,37 @@ def run_imp(
 
     methods = ["imp", *[b for b in baselines if b not in FROM_IMP]]
     lines: dict[str, list[dict[str, Any]]] = {m: [dense] for m in (*methods, *baselines)}
-    imp_masks = []
+    imp_masks, imp_fractions = [], []
     bar = tqdm(total=expected, desc="IMP levels", disable=not progress)
     for method in methods:
-        ckpt, density = trunk_ckpt, 1.0
+        ckpt, density, path = trunk_ckpt, 1.0, dense["checkpoint"]
         for level in range(1, levels + 1):
             if target_density is not None and density <= target_density:
                 break
-            f = fraction(level, ckpt) if callable(fraction) else fraction
+            if not callable(fraction):
+                f = fraction
+            elif method == "imp":
+                f = fraction(level, path)
+            else:  # baselines follow IMP's schedule
+                f = imp_fractions[level - 1] if level <= len(imp_fractions) else None
+            if f is None:
+                break
             mask = pruner.next_mask(ckpt, f, method, level)
             run, seconds = train_level(mask)
             record = _level_record(run, level, mask, seconds)
             record["fraction"] = f
             if method == "imp":
                 imp_masks.append(mask)
-                if successive_barriers:
+                imp_fractions.append(f)
+                if successive_barriers or callable(fraction):
                     record["successive_barrier"] = _barrier(lines[method][-1]["checkpoint"],
                                                             record["checkpoint"], alphas, dataset)
             lines[method].append(record)
-            ckpt, density = load_checkpoint(record["checkpoint"]), record["density"]
+            if method == "imp" and callable(fraction) and (
+                    record["successive_barrier"]["error"] > STABILITY_THRESHOLD):
+                break  # the levels are no longer linearly connected: the valley is left
+            path, density = record["checkpoint"], record["density"]
+            ckpt = load_checkpoint(path)
             if method == "imp":
                 bar.update()
                 bar.set_postfix(density=f"{density:.3f}", acc=f"{record['test_accuracy']:.3f}")
@@ -198,12 +247,19 @@ def run_imp(
                            "levels": len(recs) - 1}
         for r in recs:
             r["matching"] = r["test_accuracy"] >= dense_accuracy - tolerance
+    adaptive = getattr(fraction, "predictions", None)
+    predicted = None
+    if adaptive:  # SPEC §5: 1 − Π(1 − p_used) over the levels that stayed connected
+        connected = [lv for lv in lines["imp"][1:]
+                     if lv["successive_barrier"]["error"] <= STABILITY_THRESHOLD]
+        predicted = 1 - (connected[-1]["density"] if connected else 1.0)
     return {
         "kind": "imp", "config": config.to_dict(), "trunk": trunk.spec.run_id,
         "rewind_step": k, "criterion": criterion, "keep_dense": list(keep_dense),
         "fraction": None if callable(fraction) else fraction,
         "adaptive": callable(fraction), "tolerance": tolerance,
         "dense_test_accuracy": dense_accuracy, "methods": lines, "summary": summary,
+        "adaptive_predictions": adaptive, "predicted_max_sparsity": predicted,
         "seconds": time.perf_counter() - start,
     }
 

@@ -25,7 +25,7 @@ from lmc.errors import ConfigError, LmcError
 from lmc.files import atomic_write
 
 PLOT_KINDS = ("interpolation", "instability", "instability_comparison", "sharpness",
-              "sharpness_path", "imp")
+              "sharpness_path", "imp", "prune_ratio")
 
 STYLE = {
     "font.size": 10,
@@ -78,7 +78,7 @@ def plot_result(json_path: str | os.PathLike, out: str | os.PathLike | None = No
     plot = {"interpolation": plot_interpolation, "instability": plot_instability,
             "instability_comparison": plot_instability_comparison,
             "sharpness": plot_sharpness, "sharpness_path": plot_sharpness_path,
-            "imp": plot_imp}[kind]
+            "imp": plot_imp, "prune_ratio": plot_prune_ratio}[kind]
     try:
         return plot(record, json_path.with_suffix("") if out is None else out)
     except LmcError as e:
@@ -535,3 +535,70 @@ def plot_imp(record: dict, out: str | os.PathLike) -> list[Path]:
             fig.suptitle(f"Successive IMP levels: {title}")
             written += _save(fig, f"{_stem(out)}_barriers")
     return written
+
+
+CRITERION_STYLE = {"magnitude": (BLUE, "-"), "random": (GREY, "--")}
+ESTIMATOR_LABEL = {"lambda_max": "A: λ_max bound", "quadratic": "B: quadratic model",
+                   "gaussian_width": "C: Gaussian width"}
+
+
+def _values(values: Any, what: str) -> np.ndarray:
+    """A JSON list of numbers (null for NaN) as floats."""
+    return np.array([np.nan if v is None else _number(v, what) for v in values], float)
+
+
+def plot_prune_ratio(record: dict, out: str | os.PathLike) -> list[Path]:
+    """The safe pruning ratio of one checkpoint (SPEC §5), three panels over the ratio p:
+    the Gaussian-width prediction p_theory(R(p)) against p (estimator C: safe left of the
+    crossing); the loss increase of the quadratic model and of the λ_max bound against ε
+    (B and A); the Rayleigh quotient of the pruning displacement (how steep the removed
+    direction is). One line per criterion (magnitude vs random)."""
+    grid = _values(_need(record, "grid", "grid"), "grid")
+    criteria = _mapping(_need(record, "criteria", "criteria"), "criteria")
+    epsilon = _number(_need(record, "epsilon", "epsilon"), "epsilon")
+    lam = max(_number(_need(record, "lambda_max", "lambda_max"), "lambda_max"), 0.0)
+    title = _title(record.get("model"), record.get("data"))
+    with matplotlib.rc_context(STYLE):
+        fig = Figure(figsize=(12, 3.9), layout="constrained")
+        width, quad, rayleigh = fig.subplots(1, 3)
+        width.plot(grid, grid, color="black", lw=1, label="p = p_theory")
+        for name, c in criteria.items():
+            colour, style = CRITERION_STYLE.get(name, (GREEN, ":"))
+            radius = _values(c["radius"], "radius")
+            width.plot(grid, _values(c["p_theory"], "p_theory"), color=colour, ls=style,
+                       label=f"{name}: p_theory(R(p))")
+            safe = c["safe"]["gaussian_width"]
+            if safe["status"] == "crossing":
+                width.axvline(safe["interpolated"], color=colour, ls=style, lw=1, alpha=0.7)
+                width.plot([safe["interpolated"]], [safe["interpolated"]], "o", color=colour)
+            quad.plot(grid, _values(c["quadratic"], "quadratic"), color=colour, ls=style,
+                      label=f"{name}: gᵀΔ + ½ΔᵀHΔ")
+            quad.plot(grid, 0.5 * lam * radius ** 2, color=colour, ls=style, lw=1, alpha=0.5,
+                      label=f"{name}: ½λ_max R²")
+            rayleigh.plot(grid, _values(c["rayleigh"], "rayleigh"), color=colour, ls=style,
+                          label=name)
+        width.set_xlabel("pruning ratio p")
+        width.set_ylabel("p_theory(R(p))")
+        width.set_xlim(0, 1)
+        width.set_ylim(0, 1.02)
+        width.set_title("C: safe while p ≤ p_theory (crossing marked)")
+        width.legend(loc="lower left")
+        quad.axhline(epsilon, color=VERMILLION, lw=1.2, label=f"ε = {epsilon:.3g}")
+        # symlog: the quadratic model is negative where the gradient term dominates
+        quad.set_yscale("symlog", linthresh=1e-3 * epsilon)
+        lowest = min(np.nanmin(_values(c["quadratic"], "quadratic")) for c in criteria.values())
+        quad.set_ylim(bottom=min(1.5 * lowest, -1e-3 * epsilon))
+        quad.set_xlabel("pruning ratio p")
+        quad.set_ylabel("predicted loss increase")
+        quad.set_title("B and A: safe while below ε")
+        quad.legend(loc="lower right", fontsize=8)
+        rayleigh.set_xlabel("pruning ratio p")
+        rayleigh.set_ylabel("ΔᵀHΔ / ‖Δ‖²")
+        rayleigh.set_title("curvature along the pruned direction")
+        rayleigh.legend(loc="best")
+        first = next(iter(criteria))
+        safe = criteria[first]["safe"]
+        ratios = "; ".join(f"{ESTIMATOR_LABEL[k]} {100 * v['interpolated']:.1f}%"
+                           for k, v in safe.items() if k in ESTIMATOR_LABEL)
+        fig.suptitle(f"Safe pruning ratio: {title}, {first} pruning — {ratios}")
+        return _save(fig, out)

@@ -367,10 +367,11 @@ def prune_ratio_record(
     epsilon: float | None = None, split: str = "train", examples: int | None = DEFAULT_EXAMPLES,
     batch_size: int = 500, keep_dense: Sequence[str] = (), lanczos_steps: int = 100,
     slq_probes: int = 4, slq_steps: int = 90, seed: int = 0, chunk: int | None = None,
-    dataset: Any = None, data_dir: str | None = None,
+    with_random: bool = True, dataset: Any = None, data_dir: str | None = None,
 ) -> dict[str, Any]:
     """The safe pruning ratio of a checkpoint by estimators A, B and C, for `criterion`
-    beside random pruning, as a JSON-ready record (kind "prune_ratio").
+    beside random pruning (unless not `with_random`), as a JSON-ready record (kind
+    "prune_ratio").
 
     The Hessian, gradient and default ε are those of the training loss on a fixed subset
     of `examples` examples of `split`, restricted to the checkpoint's live weights.
@@ -400,7 +401,9 @@ def prune_ratio_record(
     losses = per_example_losses(loss_fn, op.params, op.batches)
     epsilon, source = loss_std_epsilon(losses) if epsilon is None else (epsilon, "given")
 
-    all_scores = {"random": prune.scores("random", ckpt.params, key=jax.random.key(seed))}
+    all_scores = {}
+    if with_random or criterion == "random":
+        all_scores["random"] = prune.scores("random", ckpt.params, key=jax.random.key(seed))
     if scores is not None:
         _check_scores(scores, ckpt.params)
         all_scores[criterion] = scores

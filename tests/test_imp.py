@@ -140,3 +140,34 @@ def test_cli_imp_writes_json_and_figures(tmp_path, capsys):
     assert main(["imp", "--levels", "2", "--criterion", "lottery", "--no-progress",
                  "--runs", str(tmp_path / "runs")]) == 1
     assert "valid" in capsys.readouterr().err
+
+
+def test_adaptive_schedule_stops_and_baselines_follow_it(root, mnist1d):
+    calls = []
+
+    def fraction(level, checkpoint):
+        calls.append((level, checkpoint))
+        return {1: 0.5, 2: 0.3}.get(level)  # None at level 3: the valley is too steep
+
+    record = run_imp(CONFIG, levels=5, fraction=fraction, rewind=REWIND, root=root,
+                     dataset=mnist1d, baselines=("random",), alphas=5, progress=False)
+    assert [c[0] for c in calls] == [1, 2, 3]  # asked for IMP only, with its own solutions
+    assert calls[0][1] == record["methods"]["imp"][0]["checkpoint"]
+    for method in ("imp", "random"):
+        levels = record["methods"][method]
+        assert [lv["fraction"] for lv in levels[1:]] == [0.5, 0.3]
+        assert levels[2]["density"] == pytest.approx(0.5 * 0.7, abs=0.01)
+    assert record["adaptive"] and record["fraction"] is None
+
+
+def test_adaptive_fraction_predicts_from_the_checkpoint(two_levels, mnist1d):
+    from lmc.imp import AdaptiveFraction
+
+    adaptive = AdaptiveFraction(examples=500, grid_step=0.05, floor=0.05, dataset=mnist1d)
+    f = adaptive(1, two_levels["methods"]["imp"][0]["checkpoint"])
+    (prediction,) = adaptive.predictions
+    assert prediction["lambda_max"] > 0 and prediction["epsilon"] > 0
+    assert f is None or 0.05 <= f <= 0.9
+    assert f is None or f == pytest.approx(min(prediction["safe_ratio"], 0.9))
+    with pytest.raises(ConfigError, match="valid estimators"):
+        AdaptiveFraction("curvature")

@@ -253,3 +253,22 @@ def test_prune_ratio_record_of_a_checkpoint(tmp_path, mnist1d):
         prune_ratio_record(path, criterion="magnitude_layerwise", dataset=mnist1d)
     with pytest.raises(ConfigError, match="unknown"):
         prune_ratio_record(path, keep_dense=("nope",), dataset=mnist1d)
+
+
+def test_cli_prune_ratio_writes_json_and_figure(tmp_path, mnist1d, capsys):
+    from lmc.cli import main
+
+    config = TrainConfig(model="mlp", model_options={"widths": (16,)}, batch_size=64,
+                         duration="100it")
+    run = train_run(config, tmp_path / "runs", dataset=mnist1d, progress=False)
+    out = tmp_path / "ratio.json"
+    code = main(["prune-ratio", str(run.checkpoint_path(100)), "--examples", "300",
+                 "--grid-step", "0.05", "--out", str(out)])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "C  p ≤ p_theory(R)" in text and "magnitude" in text and "random" in text
+    record = json.loads(out.read_text())
+    assert record["kind"] == "prune_ratio" and len(record["grid"]) == 19
+    assert (tmp_path / "ratio.png").is_file() and (tmp_path / "ratio.pdf").is_file()
+    assert main(["prune-ratio", str(run.checkpoint_path(100)), "--grid-step", "2"]) == 1
+    assert "--grid-step" in capsys.readouterr().err
