@@ -63,8 +63,10 @@ def main() -> None:
     for method, levels in record["methods"].items():
         trained = [lv["train_seconds"] for lv in levels[1:] if lv["train_seconds"] is not None]
         per_level = f", {sum(trained) / len(trained):.1f} s per level" if trained else ""
-        print(f"  {method:8} smallest matching density "
-              f"{record['summary'][method]['min_matching_density']:.2%}{per_level}")
+        summary = record["summary"][method]
+        print(f"  {method:8} smallest matching density {summary['min_matching_density']:.2%}"
+              f" (throughout down to {summary['min_density_matching_throughout']:.2%})"
+              f"{per_level}")
         for lv in levels:
             barrier = lv.get("successive_barrier")
             print(f"    L{lv['level']:>2} {lv['density']:7.2%} {lv['test_accuracy']:.2%}"

@@ -299,7 +299,9 @@ def _print_imp(record: dict) -> None:
                   f"{lv['test_accuracy']:>9.2%} {barrier:>20} {seconds:>8}"
                   f"{'' if lv['matching'] else '  not matching'}")
     for method, summary in record["summary"].items():
-        print(f"  {method}: smallest matching density {summary['min_matching_density']:.2%}")
+        print(f"  {method}: smallest matching density {summary['min_matching_density']:.2%} "
+              f"(matching at every level down to "
+              f"{summary['min_density_matching_throughout']:.2%})")
     if record.get("adaptive_predictions"):
         fractions = ", ".join(f"{100 * p['fraction']:.0f}%" for p in record["adaptive_predictions"])
         print(f"  adaptive schedule (predicted safe ratios): {fractions}")

@@ -242,11 +242,15 @@ def run_imp(
     dense_accuracy = dense["test_accuracy"]
     summary = {}
     for method, recs in lines.items():
-        matching = [r for r in recs if r["test_accuracy"] >= dense_accuracy - tolerance]
-        summary[method] = {"min_matching_density": min(r["density"] for r in matching),
-                           "levels": len(recs) - 1}
         for r in recs:
             r["matching"] = r["test_accuracy"] >= dense_accuracy - tolerance
+        # The sparsest matching level, and the sparsest before the first that is not
+        # (a single noisy level can fall out of the band and come back).
+        unbroken = next((i for i, r in enumerate(recs) if not r["matching"]), len(recs))
+        summary[method] = {
+            "min_matching_density": min(r["density"] for r in recs if r["matching"]),
+            "min_density_matching_throughout": recs[unbroken - 1]["density"],
+            "levels": len(recs) - 1}
     adaptive = getattr(fraction, "predictions", None)
     predicted = None
     if adaptive:  # SPEC §5: 1 − Π(1 − p_used) over the levels that stayed connected
