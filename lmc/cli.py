@@ -338,8 +338,11 @@ def _print_prune_ratio(record: dict) -> None:
         cells = []
         for n in names:
             safe = record["criteria"][n]["safe"][key]
-            flag = {"above_grid": "≥", "below_grid": "<"}.get(safe["status"], "")
-            cells.append(f"{flag}{100 * safe['interpolated']:.1f}%")
+            if safe["status"] == "below_grid":  # fails at the first grid point
+                cells.append(f"<{100 * record['grid'][0]:.1f}%")
+            else:
+                flag = "≥" if safe["status"] == "above_grid" else ""
+                cells.append(f"{flag}{100 * safe['interpolated']:.1f}%")
         print(f"  {label:28}" + "".join(f"{c:>14}" for c in cells))
 
 
