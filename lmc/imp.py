@@ -82,18 +82,25 @@ ESTIMATORS = ("gaussian_width", "quadratic", "lambda_max")
 class AdaptiveFraction:
     """The pruning fraction of each level from the landscape (SPEC §5): the predicted safe
     ratio of the previous level's solution under `estimator`, times `safety`, at most
-    `cap`; None (stop: the valley has become too steep) once it falls below `floor`."""
+    `cap`; None (stop: the valley has become too steep) once it falls below `floor`.
+
+    ε is fixed along the schedule at the first level's default (the spread of the dense
+    network's per-example loss) unless given: the default ε of each level grows 60-160x
+    as sparse networks underfit, which would make deeper levels look safer
+    (experiments/predict_mnist1d.md). `run_imp` also stops an adaptive schedule when
+    successive levels stop being linearly connected."""
 
     def __init__(self, estimator: str = "gaussian_width", *, safety: float = 1.0,
                  floor: float = 0.05, cap: float = 0.9, examples: int = 1000,
                  grid_step: float = 0.01, keep_dense: Sequence[str] = (),
-                 dataset: Dataset | None = None):
+                 epsilon: float | None = None, dataset: Dataset | None = None):
         check_name("estimator", estimator, ESTIMATORS)
         if not 0 < safety <= 1 or not 0 < floor < cap < 1:
             raise ConfigError("need 0 < safety <= 1 and 0 < floor < cap < 1")
         self.estimator, self.safety, self.floor, self.cap = estimator, safety, floor, cap
         self.examples, self.keep_dense, self.dataset = examples, tuple(keep_dense), dataset
         self.grid = np.arange(grid_step, 1 - 1e-9, grid_step)
+        self.epsilon = epsilon
         self.predictions: list[dict[str, Any]] = []
 
     def __call__(self, level: int, checkpoint: str) -> float | None:
@@ -101,7 +108,8 @@ class AdaptiveFraction:
 
         record = prune_ratio_record(checkpoint, grid=self.grid, examples=self.examples,
                                     keep_dense=self.keep_dense, with_random=False,
-                                    dataset=self.dataset)
+                                    epsilon=self.epsilon, dataset=self.dataset)
+        self.epsilon = record["epsilon"]
         safe = record["criteria"]["magnitude"]["safe"][self.estimator]["interpolated"]
         fraction = min(self.safety * safe, self.cap)
         self.predictions.append({

@@ -408,8 +408,9 @@ def prune_ratio_record(
         _check_scores(scores, ckpt.params)
         all_scores[criterion] = scores
     elif criterion != "random":
-        inputs = prune.checkpoint_inputs(ckpt, dataset, examples=examples or 1000,
-                                         key=jax.random.key(seed))
+        inputs = prune.checkpoint_inputs(
+            ckpt, dataset if criterion in ("snip", "grasp") else None,
+            examples=examples or 1000, key=jax.random.key(seed))
         all_scores[criterion] = prune.scores(criterion, ckpt.params, ckpt.mask, **inputs)
     grad = op.from_tree(mean_gradient(loss_fn, op.params, op.batches))
     spectrum = hessian_spectrum(op, lanczos_steps=lanczos_steps, slq_probes=slq_probes,
@@ -428,6 +429,8 @@ def prune_ratio_record(
         "loss": float(losses.mean()), "gradient_norm": float(jnp.linalg.norm(grad)),
         "epsilon": epsilon, "epsilon_source": source,
         "lambda_max": spectrum.lambda_max, "trace": spectrum.trace,
+        # SLQ nodes and weights: C can be recomputed for another ε without new HVPs
+        "spectrum": {"nodes": spectrum.nodes.tolist(), "weights": spectrum.weights.tolist()},
         "grid": grid.tolist(),
         "criteria": {n: prediction_record(p) for n, p in preds.items()},
         "diagnostics": {
