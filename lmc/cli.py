@@ -310,14 +310,10 @@ def _print_imp(record: dict) -> None:
 
 
 def cmd_prune_ratio(args: argparse.Namespace) -> None:
-    import numpy as np
+    from lmc.predict import prune_ratio_record, ratio_grid
 
-    from lmc.predict import prune_ratio_record
-
-    if not 0 < args.grid_step < 0.5:
-        raise ConfigError(f"--grid-step must be in (0, 0.5), got {args.grid_step}")
-    grid = np.arange(args.grid_step, 1 - 1e-9, args.grid_step)
-    record = prune_ratio_record(args.checkpoint, criterion=args.criterion, grid=grid,
+    record = prune_ratio_record(args.checkpoint, criterion=args.criterion,
+                                grid=ratio_grid(args.grid_step),
                                 epsilon=args.epsilon, examples=args.examples,
                                 keep_dense=args.keep_dense, seed=args.seed,
                                 data_dir=args.data_dir)

@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import numpy as np
 from tqdm.auto import tqdm
 
 from lmc import prune
@@ -99,7 +98,9 @@ class AdaptiveFraction:
             raise ConfigError("need 0 < safety <= 1 and 0 < floor < cap < 1")
         self.estimator, self.safety, self.floor, self.cap = estimator, safety, floor, cap
         self.examples, self.keep_dense, self.dataset = examples, tuple(keep_dense), dataset
-        self.grid = np.arange(grid_step, 1 - 1e-9, grid_step)
+        from lmc.predict import ratio_grid
+
+        self.grid = ratio_grid(grid_step)
         self.epsilon = epsilon
         self.predictions: list[dict[str, Any]] = []
 

@@ -36,6 +36,13 @@ from lmc.hessian import HessianOperator, LossFn, spectral_density, top_eigenpair
 # schedule can use (levels prune 10-20%); A and C cost nothing per point, B one HVP.
 DEFAULT_GRID = np.arange(1, 1000) / 1000
 
+
+def ratio_grid(step: float) -> np.ndarray:
+    """Ratios step, 2·step, ... below 1."""
+    if not 0 < step < 0.5:
+        raise ConfigError(f"the grid step must be in (0, 0.5), got {step}")
+    return np.arange(step, 1 - 1e-9, step)
+
 # A few thousand examples measure λ_max to a few percent on MNIST-1D
 # (experiments/sharpness_sample_size.md); every grid point costs one HVP over them.
 DEFAULT_EXAMPLES = 2000

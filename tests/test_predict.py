@@ -271,4 +271,4 @@ def test_cli_prune_ratio_writes_json_and_figure(tmp_path, mnist1d, capsys):
     assert record["kind"] == "prune_ratio" and len(record["grid"]) == 19
     assert (tmp_path / "ratio.png").is_file() and (tmp_path / "ratio.pdf").is_file()
     assert main(["prune-ratio", str(run.checkpoint_path(100)), "--grid-step", "2"]) == 1
-    assert "--grid-step" in capsys.readouterr().err
+    assert "grid step" in capsys.readouterr().err
