@@ -46,32 +46,40 @@ def batches_of(x: jax.Array, y: jax.Array, batch_size: int) -> tuple[jax.Array, 
 UNROLL_CPU_BATCHES = 16
 
 
+def batch_mean(fn: Callable[[jax.Array, jax.Array], Any], batches: tuple[jax.Array, jax.Array],
+               unroll: bool | None = None) -> Any:
+    """The mean over equal-size batches of `fn(x, y)` (any pytree), traceable. `unroll`: a
+    Python loop over the batches instead of `lax.scan` (default: on the CPU, up to
+    UNROLL_CPU_BATCHES batches)."""
+    xs, ys = batches
+    count = xs.shape[0]
+    loop = unroll if unroll is not None else (
+        jax.default_backend() == "cpu" and count <= UNROLL_CPU_BATCHES)
+    if loop:
+        total = fn(xs[0], ys[0])
+        for i in range(1, count):
+            total = jax.tree.map(jnp.add, total, fn(xs[i], ys[i]))
+    else:
+        first = fn(xs[0], ys[0])  # the scan's carry starts from the first batch
+
+        def body(total, batch):
+            return jax.tree.map(jnp.add, total, fn(*batch)), None
+
+        total, _ = jax.lax.scan(body, first, (xs[1:], ys[1:]))
+    return jax.tree.map(lambda t: t / count, total)
+
+
 def make_hvp(loss_fn: LossFn, unroll: bool | None = None) -> Callable:
     """`hvp(params, batches, v_tree) -> H v` (trees) of the mean loss over all batches,
     `batches` = (xs, ys) shaped (num_batches, batch, ...). The batches are an argument,
     not a closure, so a compiled HVP takes them as input instead of baking them into the
-    program. `unroll`: a Python loop over the batches instead of `lax.scan` (default: on
-    the CPU, up to UNROLL_CPU_BATCHES batches)."""
+    program. `unroll`: see `batch_mean`."""
 
     def hvp(params, batches, v):
-        xs, ys = batches
-        count = xs.shape[0]
-
         def one(x, y):
             return jax.jvp(lambda p: jax.grad(loss_fn)(p, x, y), (params,), (v,))[1]
 
-        loop = unroll if unroll is not None else (
-            jax.default_backend() == "cpu" and count <= UNROLL_CPU_BATCHES)
-        if loop:
-            total = one(xs[0], ys[0])
-            for i in range(1, count):
-                total = jax.tree.map(jnp.add, total, one(xs[i], ys[i]))
-        else:
-            def body(total, batch):
-                return jax.tree.map(jnp.add, total, one(*batch)), None
-
-            total, _ = jax.lax.scan(body, jax.tree.map(jnp.zeros_like, params), (xs, ys))
-        return jax.tree.map(lambda t: t / count, total)
+        return batch_mean(one, batches, unroll)
 
     return hvp
 

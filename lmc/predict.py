@@ -30,7 +30,7 @@ import numpy as np
 
 from lmc import prune
 from lmc.errors import ConfigError, check_name
-from lmc.hessian import HessianOperator, LossFn, spectral_density, top_eigenpairs
+from lmc.hessian import HessianOperator, LossFn, batch_mean, spectral_density, top_eigenpairs
 
 # Zhang et al. (2024) scan p in steps of 1/1000. Finer than that changes nothing an IMP
 # schedule can use (levels prune 10-20%); A and C cost nothing per point, B one HVP.
@@ -220,23 +220,15 @@ def check_epsilon(epsilon: float, source: str = "given") -> float:
 def per_example_losses(loss_fn: LossFn, params: Any, batches: tuple[jax.Array, jax.Array]
                        ) -> np.ndarray:
     """The loss of every example of `batches`, as a batch of one (evaluation mode)."""
-    one = jax.vmap(lambda x, y: loss_fn(params, x[None], y[None]))
+    one = jax.jit(jax.vmap(lambda x, y: loss_fn(params, x[None], y[None])))
     xs, ys = batches
-    return np.concatenate([np.asarray(jax.jit(one)(xs[i], ys[i])) for i in range(xs.shape[0])])
+    return np.concatenate([np.asarray(one(xs[i], ys[i])) for i in range(xs.shape[0])])
 
 
 def mean_gradient(loss_fn: LossFn, params: Any, batches: tuple[jax.Array, jax.Array]) -> Any:
     """∇ of the mean loss over equal-size batches: the gradient the HVPs differentiate."""
-
-    @jax.jit
-    def run(p, xs, ys):
-        def body(total, batch):
-            return jax.tree.map(jnp.add, total, jax.grad(loss_fn)(p, *batch)), None
-
-        total, _ = jax.lax.scan(body, jax.tree.map(jnp.zeros_like, p), (xs, ys))
-        return jax.tree.map(lambda t: t / xs.shape[0], total)
-
-    return run(params, *batches)
+    run = jax.jit(lambda p, b: batch_mean(lambda x, y: jax.grad(loss_fn)(p, x, y), b))
+    return run(params, batches)
 
 
 def loss_std_epsilon(losses: np.ndarray) -> tuple[float, str]:

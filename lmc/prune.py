@@ -37,7 +37,7 @@ import numpy as np
 
 from lmc.errors import ConfigError, LmcError, check_name
 from lmc.evaluate import cross_entropy
-from lmc.hessian import UNROLL_CPU_BATCHES, make_hvp
+from lmc.hessian import batch_mean, make_hvp
 from lmc.models import prunable
 from lmc.train import apply_mask
 
@@ -250,21 +250,8 @@ def _abs_float(tree: Any, dtype: Any) -> Any:
 
 
 def _mean_grad(loss: Callable, params: Any, batches: tuple[jax.Array, jax.Array]) -> Any:
-    """Gradient of the mean over equal-size batches of the per-batch mean loss (batches
-    unrolled on the CPU as in `lmc.hessian.make_hvp`, scanned elsewhere)."""
-    xs, ys = batches
-    count = xs.shape[0]
-    grad = jax.grad(loss)
-    if jax.default_backend() == "cpu" and count <= UNROLL_CPU_BATCHES:
-        total = grad(params, xs[0], ys[0])
-        for i in range(1, count):
-            total = jax.tree.map(jnp.add, total, grad(params, xs[i], ys[i]))
-    else:
-        def body(total, batch):
-            return jax.tree.map(jnp.add, total, grad(params, *batch)), None
-
-        total, _ = jax.lax.scan(body, jax.tree.map(jnp.zeros_like, params), (xs, ys))
-    return jax.tree.map(lambda t: t / count, total)
+    """Gradient of the mean over equal-size batches of the per-batch mean loss."""
+    return batch_mean(lambda x, y: jax.grad(loss)(params, x, y), batches)
 
 
 # Compiled programs are cached on their static inputs (criterion, apply_fn, tree structure,

@@ -23,6 +23,7 @@ from lmc.hessian import (
     directional_curvature,
     hutchinson_trace,
     hutchpp_trace,
+    make_hvp,
     power_iteration,
     spectral_density,
     top_eigenpairs,
@@ -117,6 +118,12 @@ def test_batches_accumulate_to_the_full_batch(problem, op, dense):
     whole = HessianOperator(loss_fn, params, batches_of(x, y, N))
     vs = np.random.default_rng(4).normal(size=(3, op.dim)).astype(np.float32)
     np.testing.assert_allclose(whole.matmat(vs), vs @ dense.T, rtol=1e-4, atol=1e-6)
+    # the batch loop scanned (as on accelerators) equals it unrolled (the CPU default)
+    v = op.to_tree(jnp.asarray(vs[0]))
+    scanned, unrolled = (jax.jit(make_hvp(loss_fn, unroll=u))(params, (xs, ys), v)
+                         for u in (False, True))
+    for a, b in zip(jax.tree.leaves(scanned), jax.tree.leaves(unrolled), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
     assert batches_of(x[:250], y[:250], BATCH)[0].shape[0] == 2  # the incomplete batch dropped
     with pytest.raises(ConfigError, match="larger than the 400 examples"):
         batches_of(x, y, 401)
