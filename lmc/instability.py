@@ -13,10 +13,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import jax
 import numpy as np
 from tqdm.auto import tqdm
 
+from lmc import prune
 from lmc.config import Duration, TrainConfig
 from lmc.data import Dataset, load_dataset, steps_per_epoch
 from lmc.errors import ConfigError
@@ -126,7 +126,7 @@ def instability_analysis(
         "children": children,
         "replicates": replicates,
         "sparse": mask is not None,
-        "density": None if mask is None else _density(mask),
+        "density": None if mask is None else prune.density(mask),
         "threshold": threshold,
         "alphas": points[0]["pairs"][0]["alphas"],
         "dense_test_accuracy": float(np.mean([p.result()["final"]["test_accuracy"]
@@ -134,7 +134,3 @@ def instability_analysis(
         "points": points,
     }
 
-
-def _density(mask: Any) -> float:
-    leaves = [np.asarray(m) for m in jax.tree.leaves(mask)]
-    return float(sum(m.sum() for m in leaves) / sum(m.size for m in leaves))
