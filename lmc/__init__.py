@@ -1,69 +1,100 @@
 """lmc: loss landscapes through linear mode connectivity, in JAX.
 
-Masks and pruning criteria live in `lmc.prune` (`lmc.prune.prune`, `lmc.prune.scores`).
+The flat public API. Layers (README, "Architecture"): `lmc.core` (pure functions of
+pytrees), `lmc.training` (models, data, trainer, checkpoints, run store), `lmc.workflows`
+(analyses of checkpoints, returning typed records), and the `lmc` command and figures.
+Masks and pruning criteria are `lmc.masks` and `lmc.prune`.
 """
 
-__version__ = "0.1.0"
-
-from lmc.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from lmc.config import OPTIMIZERS, SCHEDULES, Duration, TrainConfig
-from lmc.data import DATASETS, Dataset, augment, batch_indices, get_batch, load_dataset
-from lmc.errors import (
-    CheckpointError,
-    ConfigError,
-    DataError,
-    LmcError,
-    TrainingDiverged,
-)
-from lmc.evaluate import Evaluator, cross_entropy
-from lmc.hessian import (
-    HessianOperator,
+from lmc._version import __version__
+from lmc.constants import MATCHING_TOLERANCE, STABILITY_THRESHOLD
+from lmc.core import masks, prune
+from lmc.core.batching import batch_mean, batches_of, fixed_subset
+from lmc.core.curvature import (
+    Eigenpairs,
+    SpectralDensity,
+    TraceEstimate,
     directional_curvature,
     hutchinson_trace,
     hutchpp_trace,
+    lambda_max_along_path,
     power_iteration,
     spectral_density,
     top_eigenpairs,
 )
-from lmc.imp import run_imp
-from lmc.instability import instability_analysis, pairwise_interpolations, spawn
-from lmc.interpolate import (
+from lmc.core.evaluate import Evaluator, cross_entropy
+from lmc.core.interpolate import (
     BARRIERS,
     PathEvaluator,
     alpha_grid,
     barriers,
     check_same_structure,
-    interpolate_checkpoints,
-    interpolation_record,
     lerp,
 )
-from lmc.models import MODELS, apply_model, build_model, count_params, init_model, prunable
-from lmc.plots import plot_result
-from lmc.predict import predict_prune_ratio, prune_ratio_record
-from lmc.rng import STREAMS, noise_keys, stream_key
-from lmc.runs import Run, RunSpec, ensure_checkpoint, mask_id, train_run, train_runs
-from lmc.train import (
-    Trainer,
-    TrainResult,
-    TrainState,
-    apply_mask,
+from lmc.core.masks import apply_mask, prunable
+from lmc.core.operators import DenseOperator, HessianOperator, LinearOperator
+from lmc.core.policy import ExecutionPolicy
+from lmc.core.prune_ratio import ESTIMATORS, PrunePrediction, predict_prune_ratio
+from lmc.errors import CheckpointError, ConfigError, DataError, LmcError, TrainingDiverged
+from lmc.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from lmc.training.config import OPTIMIZERS, SCHEDULES, Duration, TrainConfig
+from lmc.training.data import DATASETS, Dataset, load_dataset
+from lmc.training.models import (
+    MODELS,
+    apply_model,
+    build_model,
+    count_params,
     eval_apply,
-    learning_rate_schedule,
-    make_optimizer,
-    train,
+    init_model,
+    train_apply,
 )
+from lmc.training.rng import STREAMS
+from lmc.training.runs import Run, RunSpec, train_run, train_runs
+from lmc.training.trainer import Trainer, TrainResult, TrainState, train
+from lmc.workflows.imp import METHODS, ImpSettings, Method, register, run_imp
+from lmc.workflows.instability import instability_analysis, pairwise_interpolations, spawn
+from lmc.workflows.interpolation import interpolate_checkpoints
+from lmc.workflows.opened import OpenedCheckpoint, open_checkpoint
+from lmc.workflows.prune_ratio import AdaptiveFraction, prune_ratio_record
+from lmc.workflows.records import (
+    ImpRecord,
+    InstabilityComparison,
+    InstabilityRecord,
+    InterpolationRecord,
+    PruneRatioRecord,
+    Record,
+    SharpnessPathRecord,
+    SharpnessRecord,
+    load_record,
+)
+from lmc.workflows.sharpness import path_sharpness_record, sharpness_record
 
 __all__ = [
-    "BARRIERS", "DATASETS", "MODELS", "OPTIMIZERS", "SCHEDULES", "STREAMS", "Checkpoint",
-    "CheckpointError", "ConfigError", "DataError", "Dataset", "Duration", "Evaluator",
-    "HessianOperator", "LmcError", "PathEvaluator", "Run", "RunSpec", "TrainConfig", "TrainResult",
-    "TrainState", "Trainer", "TrainingDiverged", "alpha_grid", "apply_mask", "apply_model",
-    "augment", "barriers", "batch_indices", "build_model", "check_same_structure", "count_params",
-    "cross_entropy", "directional_curvature", "ensure_checkpoint", "eval_apply", "get_batch",
-    "hutchinson_trace", "hutchpp_trace", "init_model", "instability_analysis",
-    "interpolate_checkpoints", "interpolation_record", "learning_rate_schedule", "lerp",
-    "load_checkpoint", "load_dataset", "make_optimizer", "mask_id", "noise_keys",
-    "pairwise_interpolations", "plot_result", "power_iteration", "predict_prune_ratio", "prunable",
-    "prune_ratio_record", "run_imp", "save_checkpoint", "spawn", "spectral_density", "stream_key",
-    "top_eigenpairs", "train", "train_run", "train_runs",
+    "BARRIERS", "DATASETS", "ESTIMATORS", "MATCHING_TOLERANCE", "METHODS", "MODELS",
+    "OPTIMIZERS", "SCHEDULES", "STABILITY_THRESHOLD", "STREAMS", "AdaptiveFraction",
+    "Checkpoint", "CheckpointError", "ConfigError", "DataError", "Dataset", "DenseOperator",
+    "Duration", "Eigenpairs", "Evaluator", "ExecutionPolicy", "HessianOperator", "ImpRecord",
+    "ImpSettings", "InstabilityComparison", "InstabilityRecord", "InterpolationRecord",
+    "LinearOperator", "LmcError", "Method", "OpenedCheckpoint", "PathEvaluator",
+    "PrunePrediction", "PruneRatioRecord", "Record", "Run", "RunSpec", "SharpnessPathRecord",
+    "SharpnessRecord", "SpectralDensity", "TraceEstimate", "TrainConfig", "TrainResult",
+    "TrainState", "Trainer", "TrainingDiverged", "__version__", "alpha_grid", "apply_mask",
+    "apply_model", "barriers", "batch_mean", "batches_of", "build_model",
+    "check_same_structure", "count_params", "cross_entropy", "directional_curvature",
+    "eval_apply", "fixed_subset", "hutchinson_trace", "hutchpp_trace",
+    "init_model", "instability_analysis", "interpolate_checkpoints", "lambda_max_along_path",
+    "lerp", "load_checkpoint", "load_dataset", "load_record", "masks", "open_checkpoint",
+    "pairwise_interpolations", "path_sharpness_record", "plot_result", "power_iteration",
+    "predict_prune_ratio", "prunable", "prune", "prune_ratio_record", "register", "run_imp",
+    "save_checkpoint", "sharpness_record", "spawn", "spectral_density", "top_eigenpairs",
+    "train", "train_apply", "train_run", "train_runs",
 ]
+
+
+def __getattr__(name: str):
+    # The figures need matplotlib; import them only when asked for (`lmc.plot_result`).
+    if name == "plot_result":
+        from lmc.plots import plot_result
+
+        return plot_result
+    raise AttributeError(f"module 'lmc' has no attribute {name!r}")

@@ -16,12 +16,16 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from lmc import prune
-from lmc.config import Duration, TrainConfig
-from lmc.data import Dataset, load_dataset, steps_per_epoch
+from lmc.constants import STABILITY_THRESHOLD
+from lmc.core.interpolate import METRICS
+from lmc.core.masks import density
+from lmc.core.policy import ExecutionPolicy
 from lmc.errors import ConfigError
-from lmc.interpolate import METRICS, interpolate_checkpoints
-from lmc.runs import Run, RunSpec, ensure_checkpoint, mask_id, train_run, train_runs
+from lmc.training.config import Duration, TrainConfig
+from lmc.training.data import Dataset, load_dataset, steps_per_epoch
+from lmc.training.runs import Run, RunSpec, ensure_checkpoint, mask_id, train_run, train_runs
+from lmc.workflows.interpolation import interpolate_checkpoints
+from lmc.workflows.records import InstabilityRecord, InterpolationRecord
 
 
 def spawn(
@@ -31,7 +35,7 @@ def spawn(
     *,
     mask: Any = None,
     dataset: Dataset | None = None,
-    strategy: str = "auto",
+    policy: ExecutionPolicy | None = None,
     progress: bool = True,
     data_dir: str | None = None,
 ) -> list[Run]:
@@ -45,17 +49,13 @@ def spawn(
         mask = parent.load(step).mask
     specs = [RunSpec(parent.spec.config, parent=parent.spec.run_id, start_step=step, sibling=i,
                      mask=None if mask is None else mask_id(mask)) for i in range(children)]
-    return train_runs(specs, parent.root, dataset=dataset, mask=mask, strategy=strategy,
+    return train_runs(specs, parent.root, dataset=dataset, mask=mask, policy=policy,
                       progress=progress, data_dir=data_dir)
 
 
-def final_checkpoint(run: Run) -> Path:
-    return Path(run.result()["checkpoint"])
-
-
-def pairwise_interpolations(runs: Sequence[Run], **kwargs) -> list[dict[str, Any]]:
+def pairwise_interpolations(runs: Sequence[Run], **kwargs) -> list[InterpolationRecord]:
     """Interpolation records between the final checkpoints of every pair of runs."""
-    return [interpolate_checkpoints(final_checkpoint(a), final_checkpoint(b), **kwargs)
+    return [interpolate_checkpoints(a.final_checkpoint(), b.final_checkpoint(), **kwargs)
             for a, b in itertools.combinations(runs, 2)]
 
 
@@ -74,12 +74,12 @@ def instability_analysis(
     root: str | Path | None = None,
     alphas: int = 25,
     splits: tuple[str, ...] = ("test", "train"),
-    threshold: float = 0.02,
+    threshold: float = STABILITY_THRESHOLD,
     mask: Any = None,
     dataset: Dataset | None = None,
     progress: bool = True,
     data_dir: str | None = None,
-) -> dict[str, Any]:
+) -> InstabilityRecord:
     """Instability (test error barrier between children) against the spawn step k.
 
     Trains (or reuses) `replicates` parents (seeds `config.seed + r`), spawns `children`
@@ -108,9 +108,10 @@ def instability_analysis(
             accuracies += [kid.result()["final"]["test_accuracy"] for kid in kids]
             for record in pairwise_interpolations(kids, alphas=alphas, splits=splits,
                                                   dataset=dataset):
-                record.pop("kind")
-                record["parent"] = parent.spec.run_id
-                pairs.append(record)
+                pair = record.to_json()
+                del pair["kind"], pair["schema_version"]
+                pair["parent"] = parent.spec.run_id
+                pairs.append(pair)
         points.append({
             "step": k,
             "error_barrier": _summary([p["barriers"]["test"]["error"]["mean"] for p in pairs]),
@@ -119,18 +120,12 @@ def instability_analysis(
                                 for m in METRICS} for s in splits},
             "pairs": pairs,
         })
-    return {
-        "kind": "instability",
-        "config": config.to_dict(),
-        "parents": [p.spec.run_id for p in parents],
-        "children": children,
-        "replicates": replicates,
-        "sparse": mask is not None,
-        "density": None if mask is None else prune.density(mask),
-        "threshold": threshold,
-        "alphas": points[0]["pairs"][0]["alphas"],
-        "dense_test_accuracy": float(np.mean([p.result()["final"]["test_accuracy"]
-                                              for p in parents])),
-        "points": points,
-    }
+    return InstabilityRecord(
+        config=config.to_dict(), parents=[p.spec.run_id for p in parents], children=children,
+        replicates=replicates, sparse=mask is not None,
+        density=None if mask is None else density(mask), threshold=threshold,
+        alphas=points[0]["pairs"][0]["alphas"],
+        dense_test_accuracy=float(np.mean([p.result()["final"]["test_accuracy"]
+                                           for p in parents])),
+        points=points)
 

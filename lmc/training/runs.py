@@ -25,15 +25,17 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from lmc.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from lmc.config import Duration, TrainConfig
-from lmc.data import Dataset, load_dataset
+from lmc._version import __version__
+from lmc.core.masks import apply_mask
+from lmc.core.policy import ExecutionPolicy
 from lmc.errors import CheckpointError, ConfigError, TrainingDiverged
 from lmc.files import read_json, write_json
-from lmc.models import init_model
-from lmc.prune import reinitialize
-from lmc.rng import STREAMS, noise_keys
-from lmc.train import Trainer, TrainState, apply_mask
+from lmc.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from lmc.training.config import Duration, TrainConfig
+from lmc.training.data import Dataset, load_dataset
+from lmc.training.models import init_model
+from lmc.training.rng import STREAMS, noise_keys
+from lmc.training.trainer import Trainer, TrainState
 
 KEEP_RECENT = 2  # rolling checkpoints kept besides the requested ones
 EVALUATIONS = 20  # evaluations (and rolling checkpoints) per run unless eval_every is given
@@ -118,6 +120,10 @@ class Run:
     def result(self) -> dict[str, Any]:
         return read_json(self.dir / "result.json")
 
+    def final_checkpoint(self) -> Path:
+        """The checkpoint at the end of a finished run."""
+        return Path(self.result()["checkpoint"])
+
     def load(self, step: int | None = None, opt_state_template: Any = None) -> Checkpoint:
         """The checkpoint at `step` (default: the last one)."""
         steps = self.saved_steps()
@@ -133,8 +139,6 @@ class Run:
 
 def checkpoint_meta(spec: RunSpec, trainer: Trainer, history: list[dict]) -> dict[str, Any]:
     """The description stored in every checkpoint: enough to rebuild its network."""
-    from lmc import __version__
-
     ds = trainer.dataset
     return {
         "lmc_version": __version__,
@@ -157,7 +161,7 @@ def train_runs(
     mask: Any = None,
     save_at: Sequence[str | int] = (),
     eval_every: str | int | None = None,
-    strategy: str = "auto",
+    policy: ExecutionPolicy | None = None,
     progress: bool = True,
     data_dir: str | None = None,
 ) -> list[Run]:
@@ -184,7 +188,7 @@ def train_runs(
 
     config = first.config
     dataset = dataset or load_dataset(config.dataset, data_dir)
-    trainer = Trainer(config, dataset, mask=mask, siblings=len(specs), strategy=strategy)
+    trainer = Trainer(config, dataset, mask=mask, siblings=len(specs), policy=policy)
     spe = trainer.steps_per_epoch
     requested = {Duration.parse(s).steps(spe) for s in save_at} | {trainer.total_steps}
     requested.add(first.start_step)  # the initialisation or the spawn point: rewind targets
@@ -289,7 +293,7 @@ def _resume_point(
     if spec.reinit is not None:
         fresh = init_model(trainer.module, jax.random.key(spec.reinit),
                            trainer.dataset.input_shape)[0]
-        params = reinitialize(mask, fresh)
+        params = fresh  # the reinitialisation ablation: the mask below zeroes the pruned
     if mask is not None:
         # A mask given to a child of a dense run prunes the parent's weights (m ⊙ w_k)
         # and their optimizer state (momentum): pruned weights carry nothing over.

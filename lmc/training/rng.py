@@ -10,7 +10,7 @@ from typing import NamedTuple
 
 import jax
 
-from lmc.config import TrainConfig
+from lmc.training.config import TrainConfig
 
 STREAMS = ("init", "data", "augment", "dropout")
 

@@ -5,8 +5,8 @@ channels last: MNIST-1D as (N, 40, 1), images as (N, H, W, C). Fully connected m
 whatever they get. The final dense layer of every model is named ``"output"``
 (`OUTPUT_LAYER`), so pruning can keep it dense.
 
-A user's own flax model works with `init_model`, `apply_model`, `prunable` and
-`count_params` if its ``__call__`` accepts a ``train`` keyword.
+A user's own flax model works with `init_model`, `apply_model`, `eval_apply`, `train_apply`
+and `count_params` if its ``__call__`` accepts a ``train`` keyword.
 
 Initialisation: convolution kernels are Kaiming-normal (He et al. 2015) with fan-in and
 gain sqrt(2), untruncated, as PyTorch's ``kaiming_normal_`` used by open_lth; dense layers use
@@ -25,6 +25,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from lmc.core.policy import ExecutionPolicy
 from lmc.errors import ConfigError, check_name
 
 Params = dict[str, Any]
@@ -320,20 +321,22 @@ def apply_model(
     return module.apply(variables, x, train=train, rngs=rngs), state
 
 
-def _leaf_name(path: tuple[Any, ...]) -> Any:
-    if not path:
-        return None
-    last = path[-1]
-    return getattr(last, "key", getattr(last, "name", None))
+def eval_apply(module: nn.Module) -> Callable:
+    """`(params, state, x) -> logits` in evaluation mode: what `Evaluator`, the Hessian, the
+    pruning criteria and the interpolation take."""
+    return lambda params, state, x: apply_model(module, params, state, x, train=False)[0]
 
 
-def prunable(params: Any) -> Any:
-    """Python bools of the structure of `params`: True for leaves named 'kernel'.
+def train_apply(module: nn.Module) -> Callable:
+    """`(params, state, x) -> new state` in train mode (BatchNorm statistics update): what
+    the BatchNorm reset of interpolated networks takes."""
+    return lambda params, state, x: apply_model(module, params, state, x, train=True)[1]
 
-    In flax these are exactly the conv and dense weight tensors; biases and norm
-    scales/offsets are not pruned (Frankle & Carbin 2019). Works on any flax params tree.
-    """
-    return jax.tree_util.tree_map_with_path(lambda path, _: _leaf_name(path) == "kernel", params)
+
+def model_from_description(description: dict[str, Any]) -> nn.Module:
+    """The module a checkpoint's model description (name, num_classes, options) names."""
+    return build_model(description["name"], description["num_classes"],
+                       **description["options"])
 
 
 def uses_convolutions(module: nn.Module) -> bool:
@@ -343,6 +346,11 @@ def uses_convolutions(module: nn.Module) -> bool:
     that is safe for batching.
     """
     return getattr(type(module), "convolutional", True)
+
+
+def policy_for(module: nn.Module) -> ExecutionPolicy:
+    """The execution policy for `module` on the default backend."""
+    return ExecutionPolicy.for_model(uses_convolutions(module))
 
 
 def count_params(params: Any) -> int:
@@ -357,7 +365,10 @@ __all__ = [
     "apply_model",
     "build_model",
     "count_params",
+    "eval_apply",
     "init_model",
-    "prunable",
+    "model_from_description",
+    "policy_for",
+    "train_apply",
     "uses_convolutions",
 ]

@@ -1,4 +1,5 @@
-"""How far can one pruning step go? The "valley too steep" prediction (SPEC §5).
+"""How far can one pruning step go? The "valley too steep" prediction (Paul et al. 2023,
+§3.3; Zhang et al. 2024).
 
 At a solution w, pruning a fraction p of the D live prunable weights moves the network by
 Δ(p) (−w on the removed coordinates, 0 elsewhere), a distance R(p) = ‖Δ(p)‖. A loss
@@ -20,17 +21,22 @@ point before the condition first fails (`largest_safe_ratio`).
 
 from __future__ import annotations
 
+import functools
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lmc import prune
-from lmc.errors import ConfigError, check_name
-from lmc.hessian import HessianOperator, LossFn, batch_mean, spectral_density, top_eigenpairs
+from lmc.core import masks
+from lmc.core.batching import Batches
+from lmc.core.batching import mean_gradient as _mean_gradient
+from lmc.core.curvature import spectral_density, top_eigenpairs
+from lmc.core.operators import HessianOperator, LossFn
+from lmc.core.prune import removal_order
+from lmc.errors import ConfigError
 
 # Zhang et al. (2024) scan p in steps of 1/1000. Finer than that changes nothing an IMP
 # schedule can use (levels prune 10-20%); A and C cost nothing per point, B one HVP.
@@ -53,7 +59,7 @@ DEFAULT_EXAMPLES = 2000
 
 def _op_order(op: HessianOperator, scores: Any, keep_dense: Sequence[str]) -> np.ndarray:
     """The operator-space indices of the live weights outside `keep_dense` in the order a
-    pruning step by `scores` removes them: `lmc.prune.removal_order`, mapped from its
+    pruning step by `scores` removes them: `lmc.core.prune.removal_order`, mapped from its
     index space (all prunable leaves) to the operator's (live parameters)."""
     sizes = [int(np.size(leaf)) for leaf in jax.tree.leaves(op.params)]
     offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
@@ -64,13 +70,13 @@ def _op_order(op: HessianOperator, scores: Any, keep_dense: Sequence[str]) -> np
     live = np.zeros(op.subspace.size_full, bool)
     live[op.subspace.index] = True
     mask = jax.tree.unflatten(treedef, [live[p] for p in jax.tree.leaves(position)])
-    order = prune.removal_order(scores, mask, keep_dense)
-    return np.searchsorted(op.subspace.index, prune.flat_prunable(position)[order])
+    order = removal_order(scores, mask, keep_dense)
+    return np.searchsorted(op.subspace.index, masks.flat_prunable(position)[order])
 
 
 def removed_counts(grid: np.ndarray, num_prunable: int) -> np.ndarray:
-    """Weights a step of ratio p removes, for every p of the grid (`lmc.prune.prune_count`)."""
-    return np.array([prune.prune_count(p, num_prunable) for p in grid], np.int64)
+    """Weights a step of ratio p removes, for every p of the grid (`lmc.core.masks.prune_count`)."""
+    return np.array([masks.prune_count(p, num_prunable) for p in grid], np.int64)
 
 
 # ----------------------------------------------------------------------------- curves
@@ -132,8 +138,12 @@ def largest_safe_ratio(grid: np.ndarray, margin: np.ndarray,
     return SafeRatio(float(grid[i]), float(grid[i] + step), "crossing")
 
 
+# The estimators by name, in the order the command line and figures show them.
+ESTIMATORS = ("gaussian_width", "quadratic", "lambda_max")
+
+
 class SafeRatios(NamedTuple):
-    """The three estimators' safe ratios (SPEC §5: A, B, C)."""
+    """The three estimators' safe ratios (A, B, C of this module's docstring)."""
 
     lambda_max: SafeRatio  # A
     quadratic: SafeRatio  # B
@@ -225,10 +235,9 @@ def per_example_losses(loss_fn: LossFn, params: Any, batches: tuple[jax.Array, j
     return np.concatenate([np.asarray(one(xs[i], ys[i])) for i in range(xs.shape[0])])
 
 
-def mean_gradient(loss_fn: LossFn, params: Any, batches: tuple[jax.Array, jax.Array]) -> Any:
+def mean_gradient(loss_fn: LossFn, params: Any, batches: Batches, policy=None) -> Any:
     """∇ of the mean loss over equal-size batches: the gradient the HVPs differentiate."""
-    run = jax.jit(lambda p, b: batch_mean(lambda x, y: jax.grad(loss_fn)(p, x, y), b))
-    return run(params, batches)
+    return jax.jit(lambda p, b: _mean_gradient(loss_fn, p, b, policy))(params, batches)
 
 
 def loss_std_epsilon(losses: np.ndarray) -> tuple[float, str]:
@@ -239,7 +248,7 @@ def loss_std_epsilon(losses: np.ndarray) -> tuple[float, str]:
     return check_epsilon(float(np.std(losses)), source), source
 
 
-def _check_scores(scores: Any, params: Any) -> None:
+def check_scores(scores: Any, params: Any) -> None:
     same = jax.tree.structure(scores) == jax.tree.structure(params) and all(
         np.shape(s) == np.shape(p)
         for s, p in zip(jax.tree.leaves(scores), jax.tree.leaves(params), strict=True))
@@ -252,25 +261,29 @@ def _chunk_size(dim: int) -> int:
     return max(1, min(64, 2 ** 24 // max(dim, 1)))
 
 
+@functools.lru_cache(maxsize=32)
+def _curvature_program(function: Callable) -> Callable:
+    """`run(operands, w, rank, ks) -> ΔᵀHΔ` for a chunk of removed counts ks, compiled
+    once per operator function (jit adds the shapes)."""
+    def run(operands, w, rank, ks):
+        deltas = jnp.where(rank[None] < ks[:, None], -w[None], 0.0).astype(w.dtype)
+        h = jax.vmap(lambda d: function(operands, d))(deltas)
+        return jnp.sum(deltas * h, axis=1)
+
+    return jax.jit(run)
+
+
 def _curvatures(op: HessianOperator, w: jax.Array, rank: jax.Array, counts: np.ndarray,
                 chunk: int) -> np.ndarray:
     """ΔᵀHΔ for Δ(k) = −w on the coordinates of rank < k, for every k of `counts`: the
     rows of a chunk are built on the device and go through one vmapped HVP."""
-    key = ("predict.curvature", chunk)
-    if key not in op.compiled:
-        def run(params, batches, w, rank, ks):
-            deltas = jnp.where(rank[None] < ks[:, None], -w[None], 0.0).astype(w.dtype)
-            h = jax.vmap(lambda d: op.hvp(params, batches, d))(deltas)
-            return jnp.sum(deltas * h, axis=1)
-
-        op.compiled[key] = jax.jit(run)
+    run = _curvature_program(op.function)
     out = []
     for i in range(0, len(counts), chunk):
         ks = np.zeros(chunk, np.int32)  # padded with k = 0 (Δ = 0): one compiled shape
         part = counts[i : i + chunk]
         ks[: len(part)] = part
-        out.append(np.asarray(op.compiled[key](op.params, op.batches, w, rank,
-                                               jnp.asarray(ks)))[: len(part)])
+        out.append(np.asarray(run(op.operands, w, rank, jnp.asarray(ks)))[: len(part)])
     return np.concatenate(out).astype(np.float64)
 
 
@@ -295,7 +308,7 @@ def predict_prune_ratio(
         epsilon, source = loss_std_epsilon(per_example_losses(loss_fn, op.params, op.batches))
     else:
         epsilon, source = check_epsilon(epsilon), "given"
-    _check_scores(scores, op.params)
+    check_scores(scores, op.params)
     order = _op_order(op, scores, keep_dense)
     num_prunable = len(order)
     if num_prunable == 0:
@@ -304,7 +317,7 @@ def predict_prune_ratio(
     w = op.from_tree(op.params)
     counts = removed_counts(grid, num_prunable)
     if grad is None:
-        grad = op.from_tree(mean_gradient(loss_fn, op.params, op.batches))
+        grad = op.from_tree(mean_gradient(loss_fn, op.params, op.batches, op.policy))
     shared = spectrum is not None
     spectrum = spectrum or hessian_spectrum(op, lanczos_steps=lanczos_steps,
                                             slq_probes=slq_probes, slq_steps=slq_steps, seed=seed)
@@ -338,107 +351,3 @@ def predict_prune_ratio(
     return PrunePrediction(criterion, grid, counts, num_prunable, radius, linear, curvature,
                            quadratic, rayleigh, p_theory, spectrum.lambda_max, spectrum.trace,
                            epsilon, source, safe, diagnostics)
-
-
-# ----------------------------------------------------------------------------- checkpoints
-
-
-def _finite(values: Any) -> list:
-    """A JSON list with NaN/inf as null."""
-    return [float(v) if np.isfinite(v) else None for v in np.asarray(values, np.float64)]
-
-
-def prediction_record(pred: PrunePrediction) -> dict[str, Any]:
-    """One criterion's curves and safe ratios, JSON-ready."""
-    return {
-        "num_prunable": pred.num_prunable, "removed": pred.removed.tolist(),
-        "radius": _finite(pred.radius), "linear": _finite(pred.linear),
-        "curvature": _finite(pred.curvature), "quadratic": _finite(pred.quadratic),
-        "rayleigh": _finite(pred.rayleigh), "p_theory": _finite(pred.p_theory),
-        "safe": {name: s._asdict() for name, s in pred.safe._asdict().items()},
-        "curve_matvecs": pred.diagnostics.curve_matvecs,
-        "curve_seconds": pred.diagnostics.curve_seconds,
-    }
-
-
-def prune_ratio_record(
-    path: str, *, criterion: str = "magnitude", scores: Any = None, grid: Any = None,
-    epsilon: float | None = None, split: str = "train", examples: int | None = DEFAULT_EXAMPLES,
-    batch_size: int = 500, keep_dense: Sequence[str] = (), lanczos_steps: int = 100,
-    slq_probes: int = 4, slq_steps: int = 90, seed: int = 0, chunk: int | None = None,
-    with_random: bool = True, dataset: Any = None, data_dir: str | None = None,
-) -> dict[str, Any]:
-    """The safe pruning ratio of a checkpoint by estimators A, B and C, for `criterion`
-    beside random pruning (unless not `with_random`), as a JSON-ready record (kind
-    "prune_ratio").
-
-    The Hessian, gradient and default ε are those of the training loss on a fixed subset
-    of `examples` examples of `split`, restricted to the checkpoint's live weights.
-    `scores` (a params-shaped tree, higher = more important) plugs in another criterion,
-    named `criterion`; without it, criterion is "magnitude" or "random" (seeded by `seed`).
-    """
-    from lmc.checkpoint import load_checkpoint
-    from lmc.data import load_dataset
-    from lmc.hessian import checkpoint_operator
-
-    keep_dense = (keep_dense,) if isinstance(keep_dense, str) else tuple(keep_dense)
-    if scores is None:
-        check_name("pruning criterion", criterion, prune.CRITERIA, "pruning criteria")
-        if criterion == "magnitude_layerwise":
-            raise ConfigError("the prediction removes weights in one global order; "
-                              "magnitude_layerwise prunes each layer separately: use magnitude")
-    grid = check_grid(DEFAULT_GRID if grid is None else grid)
-    if epsilon is not None:
-        check_epsilon(epsilon)
-    ckpt = load_checkpoint(path)
-    prune.density(prune.dense_mask(ckpt.params), keep_dense)  # fails early: no prunable
-    dataset = dataset or load_dataset(ckpt.meta["data"]["name"], data_dir)
-    op = checkpoint_operator(ckpt, dataset, split=split, examples=examples,
-                             batch_size=batch_size)
-    loss_fn = op.loss_fn
-    start = time.perf_counter()
-    losses = per_example_losses(loss_fn, op.params, op.batches)
-    epsilon, source = loss_std_epsilon(losses) if epsilon is None else (epsilon, "given")
-
-    all_scores = {}
-    if with_random or criterion == "random":
-        all_scores["random"] = prune.scores("random", ckpt.params, key=jax.random.key(seed))
-    if scores is not None:
-        _check_scores(scores, ckpt.params)
-        all_scores[criterion] = scores
-    elif criterion != "random":
-        inputs = prune.checkpoint_inputs(
-            ckpt, dataset if criterion in ("snip", "grasp") else None,
-            examples=examples or 1000, key=jax.random.key(seed))
-        all_scores[criterion] = prune.scores(criterion, ckpt.params, ckpt.mask, **inputs)
-    grad = op.from_tree(mean_gradient(loss_fn, op.params, op.batches))
-    spectrum = hessian_spectrum(op, lanczos_steps=lanczos_steps, slq_probes=slq_probes,
-                                slq_steps=slq_steps, seed=seed)
-    names = [criterion] + [n for n in all_scores if n != criterion]
-    preds = {n: predict_prune_ratio(op, loss_fn, all_scores[n], criterion=n, grid=grid,
-                                    epsilon=epsilon, keep_dense=keep_dense, grad=grad,
-                                    spectrum=spectrum, chunk=chunk)
-             for n in names}
-    first = preds[criterion]
-    return {
-        "kind": "prune_ratio", "checkpoint": str(path), "model": ckpt.meta["model"],
-        "data": ckpt.meta["data"]["name"], "split": split, "examples": op.num_examples,
-        "dim": op.dim, "num_prunable": first.num_prunable, "masked": ckpt.mask is not None,
-        "keep_dense": list(keep_dense), "seed": seed, "criterion": criterion,
-        "loss": float(losses.mean()), "gradient_norm": float(jnp.linalg.norm(grad)),
-        "epsilon": epsilon, "epsilon_source": source,
-        "lambda_max": spectrum.lambda_max, "trace": spectrum.trace,
-        # SLQ nodes and weights: C can be recomputed for another ε without new HVPs
-        "spectrum": {"nodes": spectrum.nodes.tolist(), "weights": spectrum.weights.tolist()},
-        "grid": grid.tolist(),
-        "criteria": {n: prediction_record(p) for n, p in preds.items()},
-        "diagnostics": {
-            "lanczos_residual": spectrum.lanczos_residual,
-            "lanczos_converged": spectrum.lanczos_converged,
-            "lanczos_steps": spectrum.lanczos_steps, "slq_probes": slq_probes,
-            "slq_steps": int(spectrum.nodes.shape[1]),
-            "spectrum_matvecs": spectrum.num_matvecs, "spectrum_seconds": spectrum.seconds,
-            "num_matvecs": spectrum.num_matvecs + sum(p.diagnostics.curve_matvecs
-                                                      for p in preds.values())},
-        "seconds": time.perf_counter() - start,
-    }

@@ -1,9 +1,5 @@
-"""Pruning masks and criteria: magnitude (global or per layer), random, SNIP, GraSP, SynFlow.
-
-A mask is a pytree of the structure of `params` with one boolean numpy array per leaf,
-True = alive. Only prunable leaves (conv and dense kernels, `lmc.models.prunable`) are ever
-False; layers named in `keep_dense` (e.g. ``("output",)``) are never pruned and do not count
-among the alive weights.
+"""Pruning criteria and the selection of what a step removes: magnitude (global or per
+layer), random, SNIP, GraSP, SynFlow. Masks and the prunable predicate are `lmc.core.masks`.
 
 Scores are "importance": pruning removes the lowest-scoring live weights. The order is
 exact and shared with anything that predicts what a pruning step removes
@@ -17,18 +13,15 @@ Criteria for pruning at initialisation follow Frankle et al. 2021 ("Missing the 
 SNIP (Lee et al. 2019) ``|∂L/∂w ⊙ w|``; GraSP (Wang et al. 2020) ``w ⊙ Hg`` with logits
 / 200; SynFlow (Tanaka et al. 2020) ``|∂R/∂w ⊙ w|`` iterated with density_e =
 density^((e+1)/E). Data-dependent criteria take ``apply_fn(params, state, x) -> logits`` in
-evaluation mode (`lmc.train.eval_apply`) and ``batches = (xs, ys)`` shaped
-(num_batches, batch, ...) as from `lmc.hessian.batches_of`.
+evaluation mode (`lmc.eval_apply`) and ``batches = (xs, ys)`` shaped
+(num_batches, batch, ...) as from `lmc.batches_of`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-import json
-import math
-from collections.abc import Callable, Mapping, Sequence
-from fractions import Fraction
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -36,12 +29,27 @@ import jax.numpy as jnp
 import numpy as np
 
 from lmc.errors import ConfigError, LmcError, check_name
-from lmc.evaluate import cross_entropy
-from lmc.hessian import batch_mean, make_hvp
-from lmc.models import prunable
-from lmc.train import apply_mask
+from lmc.core.evaluate import ApplyFn, cross_entropy
+from lmc.core.batching import mean_gradient
+from lmc.core.masks import (
+    Predicate,
+    apply_mask,
+    check_mask,
+    eligible,
+    flat_prunable,
+    prunable,
+    prune_count,
+)
+from lmc.core.operators import make_hvp
 
-ApplyFn = Callable[[Any, Any, jax.Array], jax.Array]  # (params, state, x) -> logits
+
+def _check_fraction(fraction: float) -> float:
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float, np.floating)) or not (
+        0 < fraction < 1
+    ):
+        raise ConfigError(f"the pruning fraction must be in (0, 1), got {fraction!r}")
+    return float(fraction)
+
 
 CRITERIA = ("magnitude", "magnitude_layerwise", "random", "snip", "grasp", "synflow")
 GRASP_TEMPERATURE = 200.0  # Wang et al.'s T: logits / T (their code and Missing the Mark)
@@ -56,110 +64,6 @@ _NEEDS = {
     "grasp": ("apply_fn", "batches"),
     "synflow": ("apply_fn", "input_shape"),
 }
-
-
-# ---------------------------------------------------------------------------- masks
-
-
-def _name(entry: Any) -> Any:
-    return getattr(entry, "key", getattr(entry, "name", getattr(entry, "idx", None)))
-
-
-def _check_params(params: Any) -> list[bool]:
-    """The per-leaf prunable flags; a tree without any is an error (nothing to prune)."""
-    flags = jax.tree.leaves(prunable(params))
-    if not any(flags):
-        raise ConfigError("no prunable weights: the parameter tree has no leaves named 'kernel'")
-    return flags
-
-
-def _check_keep_dense(tree: Any, keep_dense: Sequence[str]) -> tuple[str, ...]:
-    if isinstance(keep_dense, str):
-        keep_dense = (keep_dense,)
-    keep_dense = tuple(keep_dense)
-    if keep_dense:
-        if not isinstance(tree, Mapping):
-            raise ConfigError("keep_dense needs a parameter tree with named top-level layers")
-        for name in keep_dense:
-            check_name("layer", name, [str(k) for k in tree])
-    return keep_dense
-
-
-def _eligible(tree: Any, keep_dense: Sequence[str] = ()) -> list[bool]:
-    """Per leaf (``jax.tree.leaves`` order): prunable and outside the `keep_dense` layers."""
-    keep_dense = _check_keep_dense(tree, keep_dense)
-    flags = _check_params(tree)
-    paths = [path for path, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
-    return [f and _name(path[0]) not in keep_dense for f, path in zip(flags, paths, strict=True)]
-
-
-def _check_mask(mask: Any, params: Any) -> Any:
-    """`mask` (None: dense) as numpy bools, checked against the structure of `params`."""
-    if mask is None:
-        return dense_mask(params)
-    if jax.tree.structure(mask) != jax.tree.structure(params):
-        raise ConfigError("the mask does not have the structure of the parameters")
-    for m, p in zip(jax.tree.leaves(mask), jax.tree.leaves(params), strict=True):
-        if np.shape(m) != np.shape(p):
-            raise ConfigError(f"mask leaf of shape {np.shape(m)} for a parameter of shape "
-                              f"{np.shape(p)}")
-    return jax.tree.map(lambda m: np.asarray(m, bool), mask)
-
-
-def dense_mask(params: Any) -> Any:
-    """All True: the mask of the unpruned network."""
-    return jax.tree.map(lambda p: np.ones(np.shape(p), bool), params)
-
-
-def count_alive(mask: Any, keep_dense: Sequence[str] = ()) -> int:
-    """Live prunable weights outside the `keep_dense` layers: what a pruning step sees."""
-    leaves = jax.tree.leaves(mask)
-    return sum(int(np.count_nonzero(m)) for m, e in zip(leaves, _eligible(mask, keep_dense),
-                                                         strict=True) if e)
-
-
-def density(mask: Any, keep_dense: Sequence[str] = ()) -> float:
-    """Fraction of the prunable weights outside `keep_dense` that are alive."""
-    eligible = _eligible(mask, keep_dense)
-    total = sum(np.size(m) for m, e in zip(jax.tree.leaves(mask), eligible, strict=True) if e)
-    if total == 0:
-        raise ConfigError("no prunable weights outside the keep_dense layers")
-    return count_alive(mask, keep_dense) / total
-
-
-def layer_densities(mask: Any) -> dict[str, float]:
-    """``{layer path: fraction alive}`` for every prunable leaf, e.g. ``'stage1_block0/conv1'``
-    (the leaf name 'kernel' left out)."""
-    flags = _check_params(mask)
-    out = {}
-    for (path, m), f in zip(jax.tree_util.tree_flatten_with_path(mask)[0], flags, strict=True):
-        if f:
-            names = [str(_name(p)) for p in path[:-1]] or [str(_name(path[-1]))]
-            out["/".join(names)] = float(np.count_nonzero(m)) / max(np.size(m), 1)
-    return out
-
-
-def flat_prunable(tree: Any) -> np.ndarray:
-    """The prunable leaves of `tree` (params, mask or scores) raveled and concatenated in
-    ``jax.tree.leaves`` order, as one numpy vector of their dtype: the index space of
-    `removal_order`."""
-    flags = _check_params(tree)
-    leaves = jax.tree.leaves(tree)
-    return np.concatenate([np.ravel(leaf) for leaf, f in zip(leaves, flags, strict=True) if f])
-
-
-def prune_count(fraction: float, alive: int) -> int:
-    """``ceil(fraction · alive)``, with `fraction` taken as the decimal it prints as, so that
-    e.g. 0.7 of 10 is 7 (in floating point 0.7 · 10 = 7.000000000000001)."""
-    return math.ceil(Fraction(repr(float(fraction))) * alive)
-
-
-def _check_fraction(fraction: float) -> float:
-    if isinstance(fraction, bool) or not isinstance(fraction, (int, float, np.floating)) or not (
-        0 < fraction < 1
-    ):
-        raise ConfigError(f"the pruning fraction must be in (0, 1), got {fraction!r}")
-    return float(fraction)
 
 
 # ------------------------------------------------------------------------ selection
@@ -218,19 +122,20 @@ def _order(key: jax.Array) -> jax.Array:
 
 
 def removal_order(
-    scores: Any, mask: Any = None, keep_dense: Sequence[str] = (), *, invert: bool = False
+    scores: Any, mask: Any = None, keep_dense: Sequence[str] = (), *, invert: bool = False,
+    predicate: Predicate | None = None,
 ) -> np.ndarray:
     """Flat indices (into `flat_prunable`) of the live eligible weights in the order pruning
     removes them: ascending score (descending with `invert`), ties by position. A step that
     removes n weights removes the first n of them: exactly what `prune_by_scores` does."""
-    mask = _check_mask(mask, scores)
-    eligible = _eligible(scores, keep_dense)
+    mask = check_mask(mask, scores)
+    flags = eligible(scores, keep_dense, predicate)
     live = jax.tree.unflatten(
         jax.tree.structure(mask),
-        [m & e for m, e in zip(jax.tree.leaves(mask), eligible, strict=True)],
+        [m & e for m, e in zip(jax.tree.leaves(mask), flags, strict=True)],
     )
-    flat_live = flat_prunable(live)
-    flat_scores = flat_prunable(scores)
+    flat_live = flat_prunable(live, predicate)
+    flat_scores = flat_prunable(scores, predicate)
     with _x64(flat_scores.dtype == np.float64):  # SynFlow's scores do not fit in float32
         key = _order_key(flat_scores, flat_live, invert)
         _raise_if_not_finite(jnp.all(jnp.isfinite(key) | ~flat_live), "given")
@@ -247,11 +152,6 @@ def _abs_float(tree: Any, dtype: Any) -> Any:
         return jnp.abs(a).astype(dtype) if jnp.issubdtype(a.dtype, jnp.inexact) else a
 
     return jax.tree.map(one, tree)
-
-
-def _mean_grad(loss: Callable, params: Any, batches: tuple[jax.Array, jax.Array]) -> Any:
-    """Gradient of the mean over equal-size batches of the per-batch mean loss."""
-    return batch_mean(lambda x, y: jax.grad(loss)(params, x, y), batches)
 
 
 # Compiled programs are cached on their static inputs (criterion, apply_fn, tree structure,
@@ -284,7 +184,7 @@ def _score_fn(
 
     def snip(w, state, mask, batches, key):
         loss = loss_at(1.0)
-        g = _mean_grad(lambda p, x, y: loss(p, state, x, y), w, batches)
+        g = mean_gradient(lambda p, x, y: loss(p, state, x, y), w, batches)
         return jax.tree.map(lambda g, w: jnp.abs(g * w), g, w)
 
     def grasp(w, state, mask, batches, key):
@@ -299,7 +199,7 @@ def _score_fn(
         def batch_loss(p, x, y):
             return loss(p, state, x, y)
 
-        g = _mean_grad(batch_loss, w, batches)
+        g = mean_gradient(batch_loss, w, batches)
         flags = prunable(w)
         v = jax.tree.map(lambda g, f, m: jnp.where(m, g, 0) if f else jnp.zeros_like(g),
                          g, flags, mask)
@@ -344,7 +244,7 @@ def _check_inputs(
     check_name("pruning criterion", criterion, CRITERIA, "pruning criteria")
     if batches is not None:
         if not (isinstance(batches, (tuple, list)) and len(batches) == 2):
-            raise ConfigError("batches must be (xs, ys), e.g. from lmc.hessian.batches_of")
+            raise ConfigError("batches must be (xs, ys), e.g. from lmc.batches_of")
         xs, ys = jnp.asarray(batches[0]), jnp.asarray(batches[1])
         if xs.ndim < 2 or ys.ndim != 2 or xs.shape[:2] != ys.shape:
             raise ConfigError(
@@ -388,8 +288,8 @@ def scores(
     """
     batches, input_shape = _check_inputs(criterion, apply_fn=apply_fn, batches=batches,
                                          input_shape=input_shape, key=key)
-    _check_params(params)
-    mask = _check_mask(mask, params)
+    eligible(params)  # fails on a tree with nothing prunable
+    mask = check_mask(mask, params)
     score = _compiled_scores(criterion, apply_fn, input_shape, temperature)
     with _x64(criterion == "synflow"):
         out = score(params, {} if state is None else state, mask, batches, key)
@@ -413,10 +313,10 @@ def _schedule(alive: np.ndarray, fraction: float, rounds: int) -> np.ndarray:
 
 
 @_cache
-def _step(eligible: tuple[bool, ...], invert: bool, layerwise: bool) -> Callable:
+def _step(flags: tuple[bool, ...], invert: bool, layerwise: bool) -> Callable:
     """``step(live leaves, score leaves, count) -> (live leaves, finite)``: one pruning
     round on the leaves of a mask (traceable)."""
-    idx = [i for i, e in enumerate(eligible) if e]
+    idx = [i for i, e in enumerate(flags) if e]
 
     def step(live, score_leaves, count):
         removed, finite = _removed([score_leaves[i] for i in idx], [live[i] for i in idx],
@@ -434,8 +334,8 @@ def _compiled_step(*args) -> Callable:
     return jax.jit(_step(*args))
 
 
-def _alive_counts(leaves: list[Any], eligible: list[bool], layerwise: bool) -> np.ndarray:
-    alive = np.array([np.count_nonzero(m) for m, e in zip(leaves, eligible, strict=True) if e])
+def _alive_counts(leaves: list[Any], flags: list[bool], layerwise: bool) -> np.ndarray:
+    alive = np.array([np.count_nonzero(m) for m, e in zip(leaves, flags, strict=True) if e])
     return alive if layerwise else np.array(alive.sum())
 
 
@@ -447,29 +347,30 @@ def prune_by_scores(
     keep_dense: Sequence[str] = (),
     layerwise: bool = False,
     invert: bool = False,
+    predicate: Predicate | None = None,
 ) -> Any:
     """The mask after removing the ``ceil(fraction · alive)`` lowest-scoring live weights
     outside `keep_dense` (``ceil`` in each layer separately with `layerwise`), for scores
     computed elsewhere: the selection of `prune` and `removal_order`."""
     fraction = _check_fraction(fraction)
-    eligible = _eligible(scores, keep_dense)
-    mask = _check_mask(mask, scores)
+    flags = eligible(scores, keep_dense, predicate)
+    mask = check_mask(mask, scores)
     leaves, treedef = jax.tree.flatten(mask)
-    counts = _schedule(_alive_counts(leaves, eligible, layerwise), fraction, 1)[0]
+    counts = _schedule(_alive_counts(leaves, flags, layerwise), fraction, 1)[0]
     with _x64(_is_float64(scores)):
-        live, finite = _compiled_step(tuple(eligible), invert, layerwise)(
+        live, finite = _compiled_step(tuple(flags), invert, layerwise)(
             leaves, jax.tree.leaves(scores), counts)
     _raise_if_not_finite(finite, "given")
     return jax.tree.unflatten(treedef, [np.asarray(m, bool) for m in live])
 
 
 @_cache
-def _compiled_prune(criterion, apply_fn, input_shape, temperature, treedef, eligible, invert,
+def _compiled_prune(criterion, apply_fn, input_shape, temperature, treedef, flags, invert,
                     layerwise, rounds) -> Callable:
     """``run(params, state, mask leaves, batches, keys, counts) -> (mask leaves, finite)``:
     all rounds of scoring and selection, one compiled program."""
     score = _score_fn(criterion, apply_fn, input_shape, temperature)
-    step = _step(eligible, invert, layerwise)
+    step = _step(flags, invert, layerwise)
 
     def run(params, state, live, batches, keys, counts):
         def one_round(r, carry):
@@ -502,6 +403,7 @@ def prune(
     batches: tuple[jax.Array, jax.Array] | None = None,
     input_shape: Sequence[int] | None = None,
     temperature: float = GRASP_TEMPERATURE,
+    predicate: Predicate | None = None,
 ) -> Any:
     """The mask after removing ``ceil(fraction · alive)`` of the live weights outside
     `keep_dense`, the lowest-scoring under `criterion` (see `scores`), over all layers at
@@ -520,15 +422,15 @@ def prune(
         rounds = SYNFLOW_ROUNDS if criterion == "synflow" else 1
     if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
         raise ConfigError(f"rounds must be a positive integer, got {rounds!r}")
-    eligible = _eligible(params, keep_dense)
-    mask = _check_mask(mask, params)
+    flags = eligible(params, keep_dense, predicate)
+    mask = check_mask(mask, params)
     layerwise = criterion == "magnitude_layerwise"
     leaves, treedef = jax.tree.flatten(mask)
-    counts = _schedule(_alive_counts(leaves, eligible, layerwise), fraction, rounds)
+    counts = _schedule(_alive_counts(leaves, flags, layerwise), fraction, rounds)
     # Round r draws from keys[r]; one round uses `key` itself, as `scores` does.
     keys = None if key is None else (key[None] if rounds == 1 else jax.random.split(key, rounds))
     run = _compiled_prune(criterion, apply_fn, input_shape, temperature, treedef,
-                          tuple(eligible), invert, layerwise, rounds)
+                          tuple(flags), invert, layerwise, rounds)
     with _x64(criterion == "synflow"):
         live, finite = run(params, {} if state is None else state, leaves, batches, keys,
                            counts)
@@ -536,79 +438,12 @@ def prune(
     return jax.tree.unflatten(treedef, [np.asarray(m, bool) for m in live])
 
 
-# ----------------------------------------------------------------------- checkpoints
-
-
-@functools.lru_cache(maxsize=8)
-def _network_apply(model: str) -> ApplyFn:
-    """One apply function per model description, so compiled criteria are reused across
-    checkpoints of the same network (the compile caches key on it)."""
-    from lmc.train import eval_apply, network_from_meta
-
-    return eval_apply(network_from_meta({"model": json.loads(model)}))
-
-
-def checkpoint_inputs(ckpt: Any, dataset: Any = None, *, examples: int = 1000,
-                      batch_size: int = 500, key: jax.Array | None = None) -> dict[str, Any]:
-    """The keyword arguments `scores` and `prune` need for any criterion on a checkpoint's
-    network: its apply function in evaluation mode, its state and input shape, and (given
-    the data set) a fixed subset of `examples` training examples in equal batches."""
-    from lmc.hessian import batches_of
-    from lmc.interpolate import fixed_subset
-
-    model = ckpt.meta["model"]
-    inputs = {"apply_fn": _network_apply(json.dumps(model, sort_keys=True)),
-              "state": ckpt.state, "input_shape": tuple(model["input_shape"]), "key": key}
-    if dataset is not None:
-        idx = fixed_subset(len(dataset.y_train), examples)
-        inputs["batches"] = batches_of(dataset.x_train[idx], dataset.y_train[idx],
-                                       min(batch_size, len(idx)))
-    return inputs
-
-
-# ----------------------------------------------------------------------- ablations
-
-
-def shuffle_mask(mask: Any, key: jax.Array, keep_dense: Sequence[str] = ()) -> Any:
-    """`mask` with the alive and pruned positions of each prunable layer outside
-    `keep_dense` randomly permuted: the per-layer densities stay exactly, the positions
-    are random (the layerwise-shuffle ablation of Frankle et al. 2021)."""
-    eligible = _eligible(mask, keep_dense)
-    mask = _check_mask(mask, mask)
-    leaves, treedef = jax.tree.flatten(mask)
-    out = []
-    for i, (m, e) in enumerate(zip(leaves, eligible, strict=True)):
-        if e:
-            perm = np.asarray(jax.random.permutation(jax.random.fold_in(key, i), m.size))
-            m = m.ravel()[perm].reshape(m.shape)
-        out.append(m)
-    return jax.tree.unflatten(treedef, out)
-
-
-def reinitialize(mask: Any, fresh_params: Any) -> Any:
-    """The pruned network with every parameter from a fresh initialisation (`fresh_params`,
-    e.g. `lmc.init_model` with another key) and the pruned weights zero (the reinitialise
-    ablation: the mask kept, the values forgotten; biases and norms are fresh too, as the
-    reference re-runs the whole initialisation)."""
-    mask = _check_mask(mask, fresh_params)
-    return apply_mask(fresh_params, mask)
-
-
 __all__ = [
     "CRITERIA",
     "GRASP_TEMPERATURE",
     "SYNFLOW_ROUNDS",
-    "checkpoint_inputs",
-    "count_alive",
-    "dense_mask",
-    "density",
-    "flat_prunable",
-    "layer_densities",
     "prune",
     "prune_by_scores",
-    "prune_count",
-    "reinitialize",
     "removal_order",
     "scores",
-    "shuffle_mask",
 ]

@@ -1,9 +1,9 @@
 """Linear interpolation between two networks: loss and error curves and their barriers.
 
 `w(α) = (1 − α)·w_a + α·w_b` on a grid of α including both ends (Frankle et al. 2020;
-Ainsworth et al. 2022). All α of a chunk are evaluated in one vmapped program; where
-vmapping is slower (XLA's CPU backend, see benchmarks/) they are evaluated one by one.
-Works on any apply function and parameter pytrees, not only lmc's models.
+Ainsworth et al. 2022). The α of a chunk are evaluated in one vmapped program, or one by
+one, as the execution policy says. Works on any apply function and parameter pytrees, not
+only lmc's models.
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lmc.core.evaluate import ApplyFn, Evaluator
+from lmc.core.policy import ExecutionPolicy, default_policy
 from lmc.errors import ConfigError, check_name
-from lmc.evaluate import ApplyFn, Evaluator
 
 BARRIERS = ("mean", "chord", "midpoint")
 BN_MODES = ("reset", "interpolate")
@@ -97,7 +98,7 @@ class PathEvaluator:
     (the "reset BN" of SWA and REPAIR, Jordan et al. 2022) — which needs
     `train_apply(params, state, x) -> new_state` (the state update of an EMA-style
     BatchNorm, whatever its momentum). `bn="interpolate"` interpolates the statistics.
-    `vectorize` evaluates a chunk of α in one vmapped program; otherwise α by α.
+    `policy.alpha_chunk` α are evaluated in one vmapped program (1: α by α, unvmapped).
     """
 
     def __init__(
@@ -108,13 +109,14 @@ class PathEvaluator:
         bn: str = "interpolate",
         moving: Any = None,
         batch_size: int = 1000,
-        vectorize: bool = True,
-        chunk_size: int | None = None,
+        policy: ExecutionPolicy | None = None,
     ):
         check_name("BatchNorm mode", bn, BN_MODES)
         if bn == "reset" and train_apply is None:
             raise ConfigError('bn="reset" needs train_apply(params, state, x) -> new state')
-        self.bn, self.vectorize, self.chunk_size = bn, vectorize, chunk_size
+        policy = policy or default_policy()
+        vectorize = policy.vectorize_alphas
+        self.bn, self.vectorize, self.chunk_size = bn, vectorize, policy.alpha_chunk
 
         def lerp_apply(p, s, x):
             a, b, alpha = p
@@ -199,103 +201,3 @@ def interpolation_record(curves: Mapping[str, Mapping[str, Any]], alphas: Any) -
         "curves": {s: {k: np.asarray(v).tolist() for k, v in c.items()} for s, c in curves.items()},
         "barriers": {s: {k: barriers(c[k], alphas) for k in METRICS} for s, c in curves.items()},
     }
-
-
-def alpha_batching(module) -> tuple[bool, int | None]:
-    """(vectorize, chunk size) for evaluating a path of `module`: all α in one vmapped
-    program on accelerators; on XLA's CPU backend chunks of 5 for dense networks and one α
-    at a time for convolutional ones (measured: benchmarks/barrier_eval.py)."""
-    from lmc.models import uses_convolutions
-
-    if jax.default_backend() != "cpu":
-        return True, None
-    return (False, None) if uses_convolutions(module) else (True, 5)
-
-
-def _same_description(ca, cb) -> None:
-    for key in ("model", "data"):
-        a, b = ca.meta.get(key), cb.meta.get(key)
-        if a != b:
-            raise ConfigError(f"{ca.path} and {cb.path} have different {key} specs: {a} vs {b}")
-
-
-def fixed_subset(num_examples: int, size: int | None, seed: int = 0) -> np.ndarray:
-    """A fixed random subset of indices (all of them, in order, when size is None)."""
-    if size is None or size >= num_examples:
-        return np.arange(num_examples)
-    return np.sort(np.random.default_rng(seed).permutation(num_examples)[:size])
-
-
-def interpolate_checkpoints(
-    path_a: str,
-    path_b: str,
-    *,
-    alphas: int | Any = 25,
-    splits: tuple[str, ...] = ("train", "test"),
-    bn: str | None = None,
-    max_examples: int | None = None,
-    bn_examples: int = 5000,
-    bn_batch_size: int = 500,
-    layerwise: bool = False,
-    dataset: Any = None,
-    data_dir: str | None = None,
-) -> dict[str, Any]:
-    """Interpolate between two lmc checkpoints of one architecture; a JSON-ready record.
-
-    Networks with BatchNorm default to `bn="reset"`, re-estimated on a fixed subset of
-    `bn_examples` training examples. `max_examples` evaluates each split on a fixed random
-    subset. `layerwise` adds, for every top-level layer/block, the barriers when only that
-    block moves and when all but that block move (Vlaar & Frankle 2022).
-    """
-    from lmc.checkpoint import load_checkpoint
-    from lmc.data import load_dataset
-    from lmc.train import eval_apply, network_from_meta, train_apply
-
-    ca, cb = load_checkpoint(path_a), load_checkpoint(path_b)
-    _same_description(ca, cb)
-    for split in splits:
-        check_name("split", split, ("train", "test"))
-    module = network_from_meta(ca.meta)
-    dataset = dataset or load_dataset(ca.meta["data"]["name"], data_dir)
-    has_state = bool(jax.tree.leaves(ca.state))
-    bn = bn or ("reset" if has_state else "interpolate")
-    vectorize, chunk_size = alpha_batching(module)
-    arrays = {"train": (dataset.x_train, dataset.y_train), "test": (dataset.x_test, dataset.y_test)}
-    data = {}
-    for split in splits:
-        x, y = arrays[split]
-        idx = fixed_subset(len(y), max_examples)
-        data[split] = (x[idx], y[idx])
-    bn_batches = None
-    if has_state and bn == "reset":
-        idx = fixed_subset(dataset.num_train, bn_examples, seed=1)
-        n = len(idx) // bn_batch_size * bn_batch_size or len(idx)
-        x = dataset.x_train[idx[:n]]
-        bn_batches = x.reshape(-1, min(bn_batch_size, n), *x.shape[1:])
-    grid = alpha_grid(alphas) if isinstance(alphas, int) else np.asarray(alphas, float)
-
-    def curves(moving=None):
-        evaluator = PathEvaluator(eval_apply(module), train_apply=train_apply(module), bn=bn,
-                                  moving=moving, vectorize=vectorize, chunk_size=chunk_size)
-        return evaluator.curves(ca.params, cb.params, data, state_a=ca.state, state_b=cb.state,
-                                alphas=grid, bn_batches=bn_batches)
-
-    record = {
-        "kind": "interpolation",
-        "a": str(path_a), "b": str(path_b),
-        "model": ca.meta["model"], "data": ca.meta["data"]["name"],
-        "bn": bn if has_state else "none",
-        "examples": {split: int(len(data[split][1])) for split in splits},
-        **interpolation_record(curves(), grid),
-    }
-    if layerwise:
-        record["layerwise"] = []
-        for block in ca.params:
-            row = {"block": block}
-            for mode, moving in (("only", True), ("all_but", False)):
-                tree = {k: (k == block) == moving for k in ca.params}
-                c = curves(tree)
-                row[mode] = {s: {k: barriers(c[s][k], grid)["mean"] for k in METRICS}
-                             for s in c}
-            record["layerwise"].append(row)
-    return record

@@ -2,10 +2,8 @@
 
 S siblings that share a starting point but not their SGD-noise keys train together:
 either vmapped in one compiled program (sharded over the devices when there are
-several), or as a loop of per-sibling compiled steps, whichever is faster for the model
-and device (on XLA's CPU backend, convolutions are several times slower vmapped or
-inside `lax.scan`, see benchmarks/). Many steps run per dispatch with `lax.scan` where
-that pays.
+several), or as a loop of per-sibling compiled steps, with one or many steps per
+dispatch, as the execution policy of the model and backend says (`lmc.core.policy`).
 """
 
 from __future__ import annotations
@@ -20,15 +18,17 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from tqdm.auto import tqdm
 
-from lmc.config import Duration, TrainConfig
-from lmc.data import Dataset, get_batch, load_dataset, steps_per_epoch
-from lmc.errors import ConfigError, TrainingDiverged
-from lmc.evaluate import Evaluator, cross_entropy
-from lmc.models import apply_model, build_model, init_model, uses_convolutions
-from lmc.rng import NoiseKeys, noise_keys, stream_key
+from lmc.core.evaluate import Evaluator, cross_entropy
+from lmc.core.masks import apply_mask
+from lmc.core.policy import ExecutionPolicy
+from lmc.errors import TrainingDiverged
+from lmc.training.config import Duration, TrainConfig
+from lmc.training.data import Dataset, get_batch, load_dataset, steps_per_epoch
+from lmc.training.models import apply_model, build_model, eval_apply, init_model, policy_for
+from lmc.training.rng import NoiseKeys, noise_keys, stream_key
 
-STRATEGIES = ("auto", "vmap", "loop")
 CHECK_EVERY = 64  # dispatches between host reads of the loss (NaN check, progress bar)
 
 
@@ -98,29 +98,6 @@ def model_for(config: TrainConfig, dataset: Dataset):
     return build_model(config.model, dataset.num_classes, **config.model_options)
 
 
-def network_from_meta(meta: dict):
-    """The flax module a checkpoint's description names."""
-    spec = meta["model"]
-    return build_model(spec["name"], spec["num_classes"], **spec["options"])
-
-
-def train_apply(module) -> Callable:
-    """`(params, state, x) -> new state` in train mode (BatchNorm statistics update)."""
-    return lambda params, state, x: apply_model(module, params, state, x, train=True)[1]
-
-
-def eval_apply(module) -> Callable:
-    """`(params, state, x) -> logits` in evaluation mode, for `Evaluator` and friends."""
-    return lambda params, state, x: apply_model(module, params, state, x, train=False)[0]
-
-
-def apply_mask(tree, mask):
-    """Zero the entries of `tree` where `mask` is False (None means no mask)."""
-    if mask is None:
-        return tree
-    return jax.tree.map(lambda t, m: jnp.where(m, t, jnp.zeros_like(t)), tree, mask)
-
-
 def init_train_state(config: TrainConfig, module, dataset: Dataset, tx, mask=None) -> TrainState:
     params, state = init_model(module, stream_key(config, "init"), dataset.input_shape)
     params = apply_mask(params, mask)
@@ -153,24 +130,17 @@ class Trainer:
         *,
         mask: Any = None,
         siblings: int = 1,
-        strategy: str = "auto",
-        steps_per_dispatch: int | None = None,
+        policy: ExecutionPolicy | None = None,
         eval_batch_size: int = 1000,
     ):
-        if strategy not in STRATEGIES:
-            raise ConfigError(f"unknown strategy {strategy!r}; valid: {', '.join(STRATEGIES)}")
         self.config, self.dataset, self.mask, self.siblings = config, dataset, mask, siblings
         self.steps_per_epoch = steps_per_epoch(dataset.num_train, config.batch_size)
         self.total_steps = config.total_steps(self.steps_per_epoch)
         self.module = model_for(config, dataset)
         self.tx = make_optimizer(config, self.steps_per_epoch)
-        # XLA's CPU convolutions are several times slower vmapped or inside `lax.scan`;
-        # dense layers gain from both (benchmarks/train_throughput.py).
-        slow_loops = jax.default_backend() == "cpu" and uses_convolutions(self.module)
-        if strategy == "auto":
-            strategy = "loop" if slow_loops or siblings == 1 else "vmap"
-        self.strategy = strategy
-        self.steps_per_dispatch = steps_per_dispatch or (1 if slow_loops else 100)
+        self.policy = policy or policy_for(self.module)
+        self.strategy = "vmap" if self.policy.vmap_siblings and siblings > 1 else "loop"
+        self.steps_per_dispatch = self.policy.steps_per_dispatch
         augmentation = dataset.augmentation if config.augment else "none"
 
         def step(ts: TrainState, keys: NoiseKeys, x, y, mask):
@@ -337,8 +307,6 @@ class Trainer:
 
 
 def _progress_bar(start: int, stop: int, enabled: bool):
-    from tqdm.auto import tqdm
-
     return tqdm(total=stop, initial=start, disable=not enabled, unit="step", leave=False,
                 dynamic_ncols=True)
 
@@ -361,7 +329,6 @@ def train(
 
 
 __all__ = [
-    "STRATEGIES", "TrainResult", "TrainState", "Trainer", "apply_mask", "eval_apply",
-    "init_train_state", "learning_rate_schedule", "make_optimizer", "model_for",
-    "network_from_meta", "train", "train_apply",
+    "TrainResult", "TrainState", "Trainer", "init_train_state", "learning_rate_schedule",
+    "make_optimizer", "model_for", "train",
 ]

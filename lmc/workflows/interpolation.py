@@ -1,0 +1,86 @@
+"""Interpolation between two checkpoints: curves and barriers on their data set."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from lmc.core.batching import fixed_subset
+from lmc.core.interpolate import METRICS, PathEvaluator, alpha_grid, barriers, interpolation_record
+from lmc.errors import check_name
+from lmc.training.data import Dataset
+from lmc.workflows.opened import (
+    SPLITS,
+    OpenedCheckpoint,
+    check_same_network,
+    open_checkpoint,
+)
+from lmc.workflows.records import InterpolationRecord
+
+
+def bn_batches(opened: OpenedCheckpoint, examples: int = 5000, batch_size: int = 500):
+    """Training inputs (num_batches, batch, ...) on which BatchNorm statistics of
+    interpolated networks are re-estimated: a fixed subset, seed 1."""
+    ds = opened.dataset
+    idx = fixed_subset(ds.num_train, examples, seed=1)
+    n = len(idx) // batch_size * batch_size or len(idx)
+    x = ds.x_train[idx[:n]]
+    return x.reshape(-1, min(batch_size, n), *x.shape[1:])
+
+
+def interpolate_checkpoints(
+    path_a: str | os.PathLike,
+    path_b: str | os.PathLike,
+    *,
+    alphas: int | Any = 25,
+    splits: tuple[str, ...] = ("train", "test"),
+    bn: str | None = None,
+    max_examples: int | None = None,
+    bn_examples: int = 5000,
+    bn_batch_size: int = 500,
+    layerwise: bool = False,
+    dataset: Dataset | None = None,
+    data_dir: str | None = None,
+) -> InterpolationRecord:
+    """Interpolate between two lmc checkpoints of one architecture.
+
+    Networks with BatchNorm default to `bn="reset"`, re-estimated on a fixed subset of
+    `bn_examples` training examples. `max_examples` evaluates each split on a fixed random
+    subset. `layerwise` adds, for every top-level layer/block, the barriers when only that
+    block moves and when all but that block move (Vlaar & Frankle 2022).
+    """
+    a = open_checkpoint(path_a, dataset=dataset, data_dir=data_dir)
+    b = open_checkpoint(path_b)
+    check_same_network(a, b)
+    for split in splits:
+        check_name("split", split, SPLITS)
+    bn = bn or ("reset" if a.has_state else "interpolate")
+    data = {split: a.split(split, max_examples) for split in splits}
+    reset = a.has_state and bn == "reset"
+    batches = bn_batches(a, bn_examples, bn_batch_size) if reset else None
+    grid = alpha_grid(alphas) if isinstance(alphas, int) else np.asarray(alphas, float)
+
+    def curves(moving=None):
+        evaluator = PathEvaluator(a.eval_apply, train_apply=a.train_apply, bn=bn,
+                                  moving=moving, policy=a.policy)
+        return evaluator.curves(a.params, b.params, data, state_a=a.state, state_b=b.state,
+                                alphas=grid, bn_batches=batches)
+
+    record = InterpolationRecord(
+        a=str(path_a), b=str(path_b), model=a.meta["model"], data=a.meta["data"]["name"],
+        bn=bn if a.has_state else "none",
+        examples={split: int(len(data[split][1])) for split in splits},
+        **interpolation_record(curves(), grid))
+    if layerwise:
+        record.layerwise = []
+        for block in a.params:
+            row = {"block": block}
+            for mode, moving in (("only", True), ("all_but", False)):
+                tree = {k: (k == block) == moving for k in a.params}
+                c = curves(tree)
+                row[mode] = {s: {k: barriers(c[s][k], grid)["mean"] for k in METRICS}
+                             for s in c}
+            record.layerwise.append(row)
+    return record

@@ -1,0 +1,147 @@
+"""The one place that turns a checkpoint file into what an analysis needs.
+
+`open_checkpoint(path)` reads the file once and returns an `OpenedCheckpoint`: the flax
+module its description names, its evaluation- and train-mode apply functions, params,
+model state, mask, the execution policy of the model, and its data set (loaded on first
+use). Every workflow starts from it; the core never sees a file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+
+from lmc.core.batching import Batches, batches_of, fixed_subset
+from lmc.core.evaluate import cross_entropy
+from lmc.core.operators import HessianOperator
+from lmc.core.policy import ExecutionPolicy
+from lmc.errors import ConfigError, check_name
+from lmc.training.checkpoint import Checkpoint, load_checkpoint
+from lmc.training.data import Dataset, load_dataset
+from lmc.training.models import eval_apply, model_from_description, policy_for, train_apply
+
+SPLITS = ("train", "test")
+
+
+@functools.lru_cache(maxsize=8)
+def _network(description: str) -> tuple[Any, Callable, Callable]:
+    """Module and apply functions per model description: the same function objects for
+    every checkpoint of one network, so compiled programs keyed on them are reused."""
+    module = model_from_description(json.loads(description))
+    return module, eval_apply(module), train_apply(module)
+
+
+@dataclasses.dataclass
+class OpenedCheckpoint:
+    """A checkpoint with its network and data set, ready for the core functions."""
+
+    checkpoint: Checkpoint
+    module: Any
+    eval_apply: Callable  # (params, state, x) -> logits, evaluation mode
+    train_apply: Callable  # (params, state, x) -> new state, train mode
+    policy: ExecutionPolicy
+    data_dir: str | os.PathLike | None = None
+    _dataset: Dataset | None = dataclasses.field(default=None, repr=False)
+
+    @property
+    def path(self) -> Path:
+        return self.checkpoint.path
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        return self.checkpoint.meta
+
+    @property
+    def params(self) -> Any:
+        return self.checkpoint.params
+
+    @property
+    def state(self) -> Any:
+        return self.checkpoint.state
+
+    @property
+    def mask(self) -> Any:
+        return self.checkpoint.mask
+
+    @property
+    def has_state(self) -> bool:
+        return bool(jax.tree.leaves(self.state))
+
+    @property
+    def dataset(self) -> Dataset:
+        if self._dataset is None:
+            self._dataset = load_dataset(self.meta["data"]["name"], self.data_dir)
+        return self._dataset
+
+    def split(self, split: str, size: int | None = None, seed: int = 0
+              ) -> tuple[jax.Array, jax.Array]:
+        """Inputs and labels of a fixed random subset of `size` examples of a split (all
+        of them, in order, when size is None)."""
+        check_name("split", split, SPLITS)
+        ds = self.dataset
+        x, y = (ds.x_train, ds.y_train) if split == "train" else (ds.x_test, ds.y_test)
+        idx = fixed_subset(len(y), size, seed)
+        return x[idx], y[idx]
+
+    def batches(self, split: str = "train", examples: int | None = None,
+                batch_size: int = 500) -> Batches:
+        """A fixed subset of a split in equal batches (the form HVPs and criteria take)."""
+        x, y = self.split(split, examples)
+        return batches_of(x, y, min(batch_size, len(y)))
+
+    def loss_fn(self) -> Callable:
+        """`(params, x, y) -> mean cross-entropy` in evaluation mode (fixed statistics)."""
+        apply, state = self.eval_apply, self.state
+
+        def loss(p, x, y):
+            return cross_entropy(apply(p, state, x), y)
+
+        return loss
+
+    def hessian(self, split: str = "train", examples: int | None = None,
+                batch_size: int = 500, *, masked: bool = True,
+                block: Sequence[str] | None = None, params: Any = None) -> HessianOperator:
+        """The Hessian of the loss on a fixed subset of a split, in evaluation mode;
+        restricted to the live weights when the checkpoint has a mask (and `masked`).
+        `params` overrides the checkpoint's."""
+        return HessianOperator(self.loss_fn(), self.params if params is None else params,
+                               self.batches(split, examples, batch_size),
+                               mask=self.mask if masked else None, block=block,
+                               policy=self.policy)
+
+    def criterion_inputs(self, criterion: str, *, examples: int = 1000,
+                         batch_size: int = 500, key: jax.Array | None = None
+                         ) -> dict[str, Any]:
+        """The keyword arguments `lmc.core.prune.scores`/`prune` need for `criterion`:
+        apply function, state, input shape, key, and training batches for SNIP/GraSP."""
+        inputs = {"apply_fn": self.eval_apply, "state": self.state,
+                  "input_shape": tuple(self.meta["model"]["input_shape"]), "key": key}
+        if criterion in ("snip", "grasp"):
+            inputs["batches"] = self.batches("train", examples, batch_size)
+        return inputs
+
+
+def open_checkpoint(path: str | os.PathLike, *, dataset: Dataset | None = None,
+                    data_dir: str | os.PathLike | None = None,
+                    policy: ExecutionPolicy | None = None) -> OpenedCheckpoint:
+    """Read a checkpoint and rebuild its network; `dataset` (else loaded on first use from
+    `data_dir`) and `policy` (else the model's) override the defaults."""
+    ckpt = load_checkpoint(path)
+    module, evaluate, update = _network(json.dumps(ckpt.meta["model"], sort_keys=True))
+    return OpenedCheckpoint(ckpt, module, evaluate, update, policy or policy_for(module),
+                            data_dir, dataset)
+
+
+def check_same_network(a: OpenedCheckpoint, b: OpenedCheckpoint) -> None:
+    """Two checkpoints of one architecture on one data set, or a ConfigError."""
+    for key in ("model", "data"):
+        if a.meta.get(key) != b.meta.get(key):
+            raise ConfigError(f"{a.path} and {b.path} have different {key} specs: "
+                              f"{a.meta.get(key)} vs {b.meta.get(key)}")

@@ -1,0 +1,167 @@
+"""The safe pruning ratio of a checkpoint (estimators A, B and C of `lmc.core.prune_ratio`)
+for a criterion beside random pruning, and the adaptive IMP schedule built on it."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lmc.core import masks
+from lmc.core import prune as pruning
+from lmc.core.prune_ratio import (
+    DEFAULT_EXAMPLES,
+    DEFAULT_GRID,
+    PrunePrediction,
+    ESTIMATORS,
+    check_scores,
+    check_epsilon,
+    check_grid,
+    hessian_spectrum,
+    loss_std_epsilon,
+    mean_gradient,
+    per_example_losses,
+    predict_prune_ratio,
+    ratio_grid,
+)
+from lmc.errors import ConfigError, check_name
+from lmc.training.data import Dataset
+from lmc.workflows.opened import open_checkpoint
+from lmc.workflows.records import PruneRatioRecord
+
+
+def _finite(values: Any) -> list:
+    """A JSON list with NaN/inf as null."""
+    return [float(v) if np.isfinite(v) else None for v in np.asarray(values, np.float64)]
+
+
+def prediction_record(pred: PrunePrediction) -> dict[str, Any]:
+    """One criterion's curves and safe ratios, JSON-ready."""
+    return {
+        "num_prunable": pred.num_prunable, "removed": pred.removed.tolist(),
+        "radius": _finite(pred.radius), "linear": _finite(pred.linear),
+        "curvature": _finite(pred.curvature), "quadratic": _finite(pred.quadratic),
+        "rayleigh": _finite(pred.rayleigh), "p_theory": _finite(pred.p_theory),
+        "safe": {name: s._asdict() for name, s in pred.safe._asdict().items()},
+        "curve_matvecs": pred.diagnostics.curve_matvecs,
+        "curve_seconds": pred.diagnostics.curve_seconds,
+    }
+
+
+def prune_ratio_record(
+    path: str | os.PathLike, *, criterion: str = "magnitude", scores: Any = None, grid: Any = None,
+    epsilon: float | None = None, split: str = "train", examples: int | None = DEFAULT_EXAMPLES,
+    batch_size: int = 500, keep_dense: Sequence[str] = (), lanczos_steps: int = 100,
+    slq_probes: int = 4, slq_steps: int = 90, seed: int = 0, chunk: int | None = None,
+    with_random: bool = True, dataset: Any = None, data_dir: str | None = None,
+) -> PruneRatioRecord:
+    """The safe pruning ratio of a checkpoint by estimators A, B and C, for `criterion`
+    beside random pruning (unless not `with_random`).
+
+    The Hessian, gradient and default ε are those of the training loss on a fixed subset
+    of `examples` examples of `split`, restricted to the checkpoint's live weights.
+    `scores` (a params-shaped tree, higher = more important) plugs in another criterion,
+    named `criterion`; without it, criterion is "magnitude" or "random" (seeded by `seed`).
+    """
+    keep_dense = (keep_dense,) if isinstance(keep_dense, str) else tuple(keep_dense)
+    if scores is None:
+        check_name("pruning criterion", criterion, pruning.CRITERIA, "pruning criteria")
+        if criterion == "magnitude_layerwise":
+            raise ConfigError("the prediction removes weights in one global order; "
+                              "magnitude_layerwise prunes each layer separately: use magnitude")
+    grid = check_grid(DEFAULT_GRID if grid is None else grid)
+    if epsilon is not None:
+        check_epsilon(epsilon)
+    opened = open_checkpoint(path, dataset=dataset, data_dir=data_dir)
+    ckpt = opened.checkpoint
+    masks.density(masks.dense_mask(ckpt.params), keep_dense)  # fails early: no prunable
+    op = opened.hessian(split, examples, batch_size)
+    loss_fn = op.loss_fn
+    start = time.perf_counter()
+    losses = per_example_losses(loss_fn, op.params, op.batches)
+    epsilon, source = loss_std_epsilon(losses) if epsilon is None else (epsilon, "given")
+
+    all_scores = {}
+    if with_random or criterion == "random":
+        all_scores["random"] = pruning.scores("random", ckpt.params, key=jax.random.key(seed))
+    if scores is not None:
+        check_scores(scores, ckpt.params)
+        all_scores[criterion] = scores
+    elif criterion != "random":
+        inputs = opened.criterion_inputs(criterion, examples=examples or 1000,
+                                         key=jax.random.key(seed))
+        all_scores[criterion] = pruning.scores(criterion, ckpt.params, ckpt.mask, **inputs)
+    grad = op.from_tree(mean_gradient(loss_fn, op.params, op.batches, op.policy))
+    spectrum = hessian_spectrum(op, lanczos_steps=lanczos_steps, slq_probes=slq_probes,
+                                slq_steps=slq_steps, seed=seed)
+    names = [criterion] + [n for n in all_scores if n != criterion]
+    preds = {n: predict_prune_ratio(op, loss_fn, all_scores[n], criterion=n, grid=grid,
+                                    epsilon=epsilon, keep_dense=keep_dense, grad=grad,
+                                    spectrum=spectrum, chunk=chunk)
+             for n in names}
+    first = preds[criterion]
+    return PruneRatioRecord(
+        checkpoint=str(path), model=ckpt.meta["model"], data=ckpt.meta["data"]["name"],
+        split=split, examples=op.num_examples, dim=op.dim, num_prunable=first.num_prunable,
+        masked=ckpt.mask is not None, keep_dense=list(keep_dense), seed=seed,
+        criterion=criterion, loss=float(losses.mean()),
+        gradient_norm=float(jnp.linalg.norm(grad)), epsilon=epsilon, epsilon_source=source,
+        lambda_max=spectrum.lambda_max, trace=spectrum.trace,
+        spectrum={"nodes": spectrum.nodes.tolist(), "weights": spectrum.weights.tolist()},
+        grid=grid.tolist(),
+        criteria={n: prediction_record(p) for n, p in preds.items()},
+        diagnostics={
+            "lanczos_residual": spectrum.lanczos_residual,
+            "lanczos_converged": spectrum.lanczos_converged,
+            "lanczos_steps": spectrum.lanczos_steps, "slq_probes": slq_probes,
+            "slq_steps": int(spectrum.nodes.shape[1]),
+            "spectrum_matvecs": spectrum.num_matvecs, "spectrum_seconds": spectrum.seconds,
+            "num_matvecs": spectrum.num_matvecs + sum(p.diagnostics.curve_matvecs
+                                                      for p in preds.values())},
+        seconds=time.perf_counter() - start)
+
+
+
+
+class AdaptiveFraction:
+    """The pruning fraction of each level from the landscape: the predicted safe
+    ratio of the previous level's solution under `estimator`, times `safety`, at most
+    `cap`; None (stop: the valley has become too steep) once it falls below `floor`.
+
+    ε is fixed along the schedule at the first level's default (the spread of the dense
+    network's per-example loss) unless given: the default ε of each level grows 60-160x
+    as sparse networks underfit, which would make deeper levels look safer
+    (experiments/predict_mnist1d.md). `run_imp` also stops an adaptive schedule when
+    successive levels stop being linearly connected."""
+
+    def __init__(self, estimator: str = "gaussian_width", *, safety: float = 1.0,
+                 floor: float = 0.05, cap: float = 0.9, examples: int = 1000,
+                 grid_step: float = 0.01, keep_dense: Sequence[str] = (),
+                 epsilon: float | None = None, dataset: Dataset | None = None):
+        check_name("estimator", estimator, ESTIMATORS)
+        if not 0 < safety <= 1 or not 0 < floor < cap < 1:
+            raise ConfigError("need 0 < safety <= 1 and 0 < floor < cap < 1")
+        self.estimator, self.safety, self.floor, self.cap = estimator, safety, floor, cap
+        self.examples, self.keep_dense, self.dataset = examples, tuple(keep_dense), dataset
+        self.grid = ratio_grid(grid_step)
+        self.epsilon = epsilon
+        self.predictions: list[dict[str, Any]] = []
+
+    def __call__(self, level: int, checkpoint: str) -> float | None:
+        record = prune_ratio_record(checkpoint, grid=self.grid, examples=self.examples,
+                                    keep_dense=self.keep_dense, with_random=False,
+                                    epsilon=self.epsilon, dataset=self.dataset)
+        self.epsilon = record.epsilon
+        safe = record.criteria["magnitude"]["safe"][self.estimator]["interpolated"]
+        fraction = min(self.safety * safe, self.cap)
+        self.predictions.append({
+            "level": level, "checkpoint": checkpoint, "safe_ratio": safe,
+            "fraction": fraction, "lambda_max": record.lambda_max,
+            "trace": record.trace, "epsilon": record.epsilon,
+            "seconds": record.seconds})
+        return None if fraction < self.floor else fraction

@@ -1,0 +1,241 @@
+"""Typed result records: what every workflow returns and every figure and printer reads.
+
+A record is a dataclass whose fields are the keys of its JSON file; nested values
+(curves, barriers, per-level entries) are plain JSON values, documented on the field.
+`to_json` adds the record's `kind` and `schema_version`; `from_json` reads files of this
+version or older (files written before versions existed count as version 1) and refuses
+newer ones, naming both versions. Keys a record does not know are kept in `extra`, so a
+file annotated by a study survives a round trip.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any, ClassVar
+
+from lmc.errors import LmcError
+from lmc.files import write_json
+
+SCHEMA_VERSION = 1
+
+
+def _optional(default: Any = None) -> Any:
+    """A field left out of the JSON while it is None (e.g. layer-wise barriers)."""
+    return dataclasses.field(default=default, metadata={"optional": True})
+
+
+@dataclasses.dataclass
+class Record:
+    """Base of the result records; subclasses set `kind`."""
+
+    kind: ClassVar[str] = ""
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict, kw_only=True)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"kind": self.kind, "schema_version": SCHEMA_VERSION}
+        for f in dataclasses.fields(self):
+            if f.name == "extra":
+                continue
+            value = getattr(self, f.name)
+            if value is None and f.metadata.get("optional"):
+                continue
+            out[f.name] = value
+        out.update(self.extra)
+        return out
+
+    @classmethod
+    def from_json(cls, data: Any, source: str = "record") -> Record:
+        """The record of a JSON object written by `to_json` (this or an older version)."""
+        if not isinstance(data, dict):
+            raise LmcError(f"{source} does not hold a JSON object")
+        if data.get("kind") != cls.kind:
+            raise LmcError(f"{source} holds a {data.get('kind')!r} result, not {cls.kind!r}")
+        version = data.get("schema_version", 1)
+        if not isinstance(version, int) or version > SCHEMA_VERSION:
+            raise LmcError(f"{source} has schema version {version}; this lmc reads versions "
+                           f"up to {SCHEMA_VERSION}: upgrade lmc")
+        fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "extra"}
+        required = [n for n, f in fields.items() if f.default is dataclasses.MISSING
+                    and f.default_factory is dataclasses.MISSING]
+        missing = [n for n in required if n not in data]
+        if missing:
+            raise LmcError(f"{source} ({cls.kind}) lacks {', '.join(missing)}")
+        known = {k: v for k, v in data.items() if k in fields}
+        extra = {k: v for k, v in data.items()
+                 if k not in fields and k not in ("kind", "schema_version")}
+        return cls(**known, extra=extra)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the record as JSON, atomically."""
+        return write_json(path, self.to_json())
+
+
+@dataclasses.dataclass
+class InterpolationRecord(Record):
+    """Loss and error along the straight line between two checkpoints."""
+
+    kind: ClassVar[str] = "interpolation"
+    a: str
+    b: str
+    model: dict[str, Any]  # the checkpoints' model description
+    data: str
+    bn: str  # "reset", "interpolate" or "none" (no BatchNorm)
+    examples: dict[str, int]  # split -> examples evaluated
+    alphas: list[float]
+    curves: dict[str, dict[str, list[float]]]  # split -> {"loss", "error"} -> per α
+    barriers: dict[str, dict[str, dict[str, float]]]  # split -> metric -> definition -> value
+    # per top-level block: {"block", "only": {split: {metric: mean barrier}}, "all_but": ...}
+    layerwise: list[dict[str, Any]] | None = _optional()
+
+
+@dataclasses.dataclass
+class InstabilityRecord(Record):
+    """Instability (test error barrier between children) against the spawn step k."""
+
+    kind: ClassVar[str] = "instability"
+    config: dict[str, Any]
+    parents: list[str]
+    children: int
+    replicates: int
+    sparse: bool
+    density: float | None
+    threshold: float
+    alphas: list[float]
+    dense_test_accuracy: float
+    # per k: {"step", "error_barrier": summary, "child_test_accuracy": summary,
+    #         "mean_curves": {split: {metric: per α}}, "pairs": [interpolation JSON + parent]}
+    points: list[dict[str, Any]]
+
+
+@dataclasses.dataclass
+class InstabilityComparison(Record):
+    """Several instability analyses drawn on one axis (e.g. with and without warmup)."""
+
+    kind: ClassVar[str] = "instability_comparison"
+    series: dict[str, dict[str, Any]]  # label -> {"dense_test_accuracy", "points"}
+    threshold: float = 0.02
+    title: str = "Instability analysis"
+
+
+@dataclasses.dataclass
+class SharpnessRecord(Record):
+    """Top eigenvalues, trace and optionally the spectral density of a loss Hessian."""
+
+    kind: ClassVar[str] = "sharpness"
+    checkpoint: str
+    model: dict[str, Any]
+    data: str
+    split: str
+    examples: int
+    dim: int
+    masked: bool
+    block: list[str] | None
+    seed: int
+    top_eigenvalues: dict[str, Any]  # eigenvalues, residuals, converged, lanczos_steps, ...
+    trace: dict[str, dict[str, float]]  # estimator -> {trace, standard_error, num_matvecs}
+    density: dict[str, Any] | None = _optional()  # grid, density, nodes, weights, trace
+    seconds: float = 0.0
+
+
+@dataclasses.dataclass
+class SharpnessPathRecord(Record):
+    """λ_max and trace of the Hessian along the line between two checkpoints."""
+
+    kind: ClassVar[str] = "sharpness_path"
+    a: str
+    b: str
+    model: dict[str, Any]
+    data: str
+    bn: str
+    examples: dict[str, int]
+    alphas: list[float]
+    curves: dict[str, dict[str, list[float]]]
+    barriers: dict[str, dict[str, dict[str, float]]]
+    split_hessian: str
+    examples_hessian: int
+    lanczos_steps: int
+    lambda_max: list[float]
+    trace: list[float]
+    trace_standard_error: list[float]
+
+
+@dataclasses.dataclass
+class ImpRecord(Record):
+    """IMP with rewinding and its baselines, level by level."""
+
+    kind: ClassVar[str] = "imp"
+    config: dict[str, Any]
+    trunk: str
+    rewind_step: int
+    criterion: str
+    keep_dense: list[str]
+    fraction: float | None  # None: adaptive
+    adaptive: bool
+    tolerance: float
+    dense_test_accuracy: float
+    # method -> levels: {"level", "density", "test_accuracy", ..., "matching",
+    #                    "successive_barrier" (IMP)}
+    methods: dict[str, list[dict[str, Any]]]
+    summary: dict[str, dict[str, Any]]
+    adaptive_predictions: list[dict[str, Any]] | None = None
+    predicted_max_sparsity: float | None = None
+    seconds: float = 0.0
+
+
+@dataclasses.dataclass
+class PruneRatioRecord(Record):
+    """The safe one-step pruning ratio of a checkpoint by estimators A, B and C."""
+
+    kind: ClassVar[str] = "prune_ratio"
+    checkpoint: str
+    model: dict[str, Any]
+    data: str
+    split: str
+    examples: int
+    dim: int
+    num_prunable: int
+    masked: bool
+    keep_dense: list[str]
+    seed: int
+    criterion: str
+    loss: float
+    gradient_norm: float
+    epsilon: float
+    epsilon_source: str
+    lambda_max: float
+    trace: float
+    spectrum: dict[str, list]  # SLQ nodes and weights: C for another ε without new HVPs
+    grid: list[float]
+    # criterion -> curves over the grid and "safe": estimator -> {ratio, interpolated, status}
+    criteria: dict[str, dict[str, Any]]
+    diagnostics: dict[str, Any]
+    seconds: float = 0.0
+
+
+RECORDS: dict[str, type[Record]] = {cls.kind: cls for cls in (
+    InterpolationRecord, InstabilityRecord, InstabilityComparison, SharpnessRecord,
+    SharpnessPathRecord, ImpRecord, PruneRatioRecord)}
+
+
+def record_from_json(data: Any, source: str = "record") -> Record:
+    """The typed record of a JSON object, by its kind."""
+    kind = data.get("kind") if isinstance(data, dict) else None
+    if kind not in RECORDS:
+        raise LmcError(f"{source} has unknown kind {kind!r}; valid kinds: "
+                       f"{', '.join(sorted(RECORDS))}")
+    return RECORDS[kind].from_json(data, source)
+
+
+def load_record(path: str | os.PathLike) -> Record:
+    """The typed record in a result JSON file; a clear error for anything else."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except OSError as e:
+        raise LmcError(f"cannot read result file {path}: {e.strerror or e}") from e
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise LmcError(f"result file {path} is not valid JSON: {e}") from e
+    return record_from_json(data, f"result file {path}")
