@@ -29,6 +29,7 @@ from lmc.core.interpolate import (
     alpha_grid,
     barriers,
     check_same_structure,
+    interpolation_record,
     lerp,
 )
 from lmc.core.masks import apply_mask, prunable
@@ -81,9 +82,9 @@ __all__ = [
     "TrainState", "Trainer", "TrainingDiverged", "__version__", "alpha_grid", "apply_mask",
     "apply_model", "barriers", "batch_mean", "batches_of", "build_model",
     "check_same_structure", "count_params", "cross_entropy", "directional_curvature",
-    "eval_apply", "fixed_subset", "hutchinson_trace", "hutchpp_trace",
-    "init_model", "instability_analysis", "interpolate_checkpoints", "lambda_max_along_path",
-    "lerp", "load_checkpoint", "load_dataset", "load_record", "masks", "open_checkpoint",
+    "eval_apply", "fixed_subset", "hutchinson_trace", "hutchpp_trace", "init_model",
+    "instability_analysis", "interpolate_checkpoints", "interpolation_record",
+    "lambda_max_along_path", "lerp", "load_checkpoint", "load_dataset", "load_record", "masks", "open_checkpoint",
     "pairwise_interpolations", "path_sharpness_record", "plot_result", "power_iteration",
     "predict_prune_ratio", "prunable", "prune", "prune_ratio_record", "register", "run_imp",
     "save_checkpoint", "sharpness_record", "spawn", "spectral_density", "top_eigenpairs",

@@ -28,9 +28,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lmc.errors import ConfigError, LmcError, check_name
-from lmc.core.evaluate import ApplyFn, cross_entropy
 from lmc.core.batching import mean_gradient
+from lmc.core.evaluate import ApplyFn, cross_entropy
 from lmc.core.masks import (
     Predicate,
     apply_mask,
@@ -41,6 +40,7 @@ from lmc.core.masks import (
     prune_count,
 )
 from lmc.core.operators import make_hvp
+from lmc.errors import ConfigError, LmcError, check_name
 
 
 def _check_fraction(fraction: float) -> float:
