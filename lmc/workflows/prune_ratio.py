@@ -17,11 +17,11 @@ from lmc.core import prune as pruning
 from lmc.core.prune_ratio import (
     DEFAULT_EXAMPLES,
     DEFAULT_GRID,
-    PrunePrediction,
     ESTIMATORS,
-    check_scores,
+    PrunePrediction,
     check_epsilon,
     check_grid,
+    check_scores,
     hessian_spectrum,
     loss_std_epsilon,
     mean_gradient,
