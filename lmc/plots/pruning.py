@@ -1,0 +1,163 @@
+"""Figures of pruning records: IMP and its baselines against density, the barrier between
+successive IMP levels (Paul et al. 2023), and the safe one-step pruning ratio of a
+checkpoint by estimators A, B and C (Paul et al. 2023; Zhang et al. 2024)."""
+
+from __future__ import annotations
+
+import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
+
+from lmc.constants import STABILITY_THRESHOLD
+from lmc.core.prune_ratio import ESTIMATORS
+from lmc.plots.style import (
+    BLUE,
+    GREEN,
+    GREY,
+    ORANGE,
+    STYLE,
+    VERMILLION,
+    density_axis,
+    title,
+)
+from lmc.workflows.records import ImpRecord, PruneRatioRecord
+
+# One colour and marker per pruning method, IMP first and strongest.
+METHOD_STYLE = {"imp": (BLUE, "o", "IMP"), "random": (GREY, "s", "random pruning"),
+                "invert": (ORANGE, "v", "inverted scores"),
+                "shuffle": (GREEN, "D", "shuffled mask"),
+                "reinit": (VERMILLION, "^", "reinitialised")}
+CRITERION_STYLE = {"magnitude": (BLUE, "-"), "random": (GREY, "--")}
+ESTIMATOR_LABEL = dict(zip(ESTIMATORS, ("C: Gaussian width", "B: quadratic model",
+                                        "A: λ_max bound"), strict=True))
+
+
+def _imp_title(record: ImpRecord) -> str:
+    return title(record.config.get("model"), record.config.get("dataset"))
+
+
+def _densities(record: ImpRecord) -> list[float]:
+    return [float(lv["density"]) for levels in record.methods.values() for lv in levels]
+
+
+def imp_accuracy_figure(record: ImpRecord) -> Figure:
+    """Test accuracy against density, one line per method, with the dense accuracy and
+    its matching band."""
+    dense = 100 * float(record.dense_test_accuracy)
+    tolerance = 100 * float(record.tolerance)
+    rewind = record.rewind_step
+    details = ", ".join(x for x in (
+        f"rewind to step {rewind}" if rewind is not None else "",
+        f"{record.criterion} criterion" if record.criterion else "") if x)
+    with matplotlib.rc_context(STYLE):
+        fig = Figure(figsize=(5.6, 3.8), layout="constrained")
+        axis = fig.add_subplot()
+        axis.axhspan(dense - tolerance, dense, color=GREY, alpha=0.15, lw=0,
+                     label=f"matching (within {tolerance:g} pts)")
+        axis.axhline(dense, color=GREY, ls="--", lw=1.2, label=f"dense {dense:.1f}%")
+        for name, levels in record.methods.items():
+            colour, marker, label = METHOD_STYLE.get(name, (GREY, ".", name))
+            x = [100 * lv["density"] for lv in levels]
+            y = [100 * lv["test_accuracy"] for lv in levels]
+            axis.plot(x, y, color=colour, marker=marker, label=label,
+                      lw=2.2 if name == "imp" else 1.4, zorder=3 if name == "imp" else 2)
+        density_axis(axis, _densities(record))
+        axis.set_ylabel("test accuracy (%)")
+        axis.legend(loc="lower left")
+        fig.suptitle("\n".join([f"Pruning: {_imp_title(record)}", details]).strip())
+    return fig
+
+
+def _successive(record: ImpRecord) -> list[dict]:
+    return [lv for lv in record.methods.get("imp", []) if lv.get("successive_barrier")]
+
+
+def has_successive_barriers(record: ImpRecord) -> bool:
+    """Whether the error barrier between successive IMP levels was measured."""
+    return bool(_successive(record))
+
+
+def imp_barriers_figure(record: ImpRecord) -> Figure:
+    """The test error barrier between successive IMP levels against density (Paul et al.
+    2023), each level coloured by whether it is matching."""
+    imp = _successive(record)
+    threshold = 100 * STABILITY_THRESHOLD
+    with matplotlib.rc_context(STYLE):
+        fig = Figure(figsize=(5.6, 3.4), layout="constrained")
+        axis = fig.add_subplot()
+        x = [100 * lv["density"] for lv in imp]
+        y = [100 * lv["successive_barrier"]["error"] for lv in imp]
+        colours = [BLUE if lv.get("matching") else VERMILLION for lv in imp]
+        axis.plot(x, y, color=BLUE, lw=1.4, zorder=2)
+        axis.scatter(x, y, c=colours, zorder=3, s=28)
+        axis.axhline(threshold, color=GREY, ls="--", lw=1.2, label=f"{threshold:g} pts")
+        axis.scatter([], [], c=BLUE, label="level matching")
+        axis.scatter([], [], c=VERMILLION, label="level not matching")
+        density_axis(axis, _densities(record))
+        axis.set_ylabel("test error barrier to the\nprevious level (pts)")
+        axis.set_ylim(bottom=0)
+        axis.legend(loc="best")
+        fig.suptitle(f"Successive IMP levels: {_imp_title(record)}")
+    return fig
+
+
+def _floats(values: list) -> np.ndarray:
+    """A JSON list of numbers (null for NaN) as floats."""
+    return np.asarray(values, dtype=np.float64)
+
+
+def prune_ratio_figure(record: PruneRatioRecord) -> Figure:
+    """The safe pruning ratio of one checkpoint (Paul et al. 2023; Zhang et al. 2024),
+    three panels over the ratio p: the Gaussian-width prediction p_theory(R(p)) against p
+    (estimator C: safe left of the crossing); the loss increase of the quadratic model and
+    of the λ_max bound against ε (B and A); the Rayleigh quotient of the pruning
+    displacement (how steep the removed direction is). One line per criterion (magnitude
+    vs random)."""
+    grid = _floats(record.grid)
+    criteria = record.criteria
+    epsilon = float(record.epsilon)
+    lam = max(float(record.lambda_max), 0.0)
+    with matplotlib.rc_context(STYLE):
+        fig = Figure(figsize=(12, 3.9), layout="constrained")
+        width, quad, rayleigh = fig.subplots(1, 3)
+        width.plot(grid, grid, color="black", lw=1, label="p = p_theory")
+        for name, c in criteria.items():
+            colour, style = CRITERION_STYLE.get(name, (GREEN, ":"))
+            radius = _floats(c["radius"])
+            width.plot(grid, _floats(c["p_theory"]), color=colour, ls=style,
+                       label=f"{name}: p_theory(R(p))")
+            safe = c["safe"]["gaussian_width"]
+            if safe["status"] == "crossing":
+                width.axvline(safe["interpolated"], color=colour, ls=style, lw=1, alpha=0.7)
+                width.plot([safe["interpolated"]], [safe["interpolated"]], "o", color=colour)
+            quad.plot(grid, _floats(c["quadratic"]), color=colour, ls=style,
+                      label=f"{name}: gᵀΔ + ½ΔᵀHΔ")
+            quad.plot(grid, 0.5 * lam * radius ** 2, color=colour, ls=style, lw=1, alpha=0.5,
+                      label=f"{name}: ½λ_max R²")
+            rayleigh.plot(grid, _floats(c["rayleigh"]), color=colour, ls=style, label=name)
+        width.set_xlabel("pruning ratio p")
+        width.set_ylabel("p_theory(R(p))")
+        width.set_xlim(0, 1)
+        width.set_ylim(0, 1.02)
+        width.set_title("C: safe while p ≤ p_theory (crossing marked)")
+        width.legend(loc="lower left")
+        quad.axhline(epsilon, color=VERMILLION, lw=1.2, label=f"ε = {epsilon:.3g}")
+        # symlog: the quadratic model is negative where the gradient term dominates
+        quad.set_yscale("symlog", linthresh=1e-3 * epsilon)
+        lowest = min(np.nanmin(_floats(c["quadratic"])) for c in criteria.values())
+        quad.set_ylim(bottom=min(1.5 * lowest, -1e-3 * epsilon))
+        quad.set_xlabel("pruning ratio p")
+        quad.set_ylabel("predicted loss increase")
+        quad.set_title("B and A: safe while below ε")
+        quad.legend(loc="lower right", fontsize=8)
+        rayleigh.set_xlabel("pruning ratio p")
+        rayleigh.set_ylabel("ΔᵀHΔ / ‖Δ‖²")
+        rayleigh.set_title("curvature along the pruned direction")
+        rayleigh.legend(loc="best")
+        first = next(iter(criteria))
+        safe = criteria[first]["safe"]
+        ratios = "; ".join(f"{ESTIMATOR_LABEL[k]} {100 * v['interpolated']:.1f}%"
+                           for k, v in safe.items() if k in ESTIMATOR_LABEL)
+        fig.suptitle(f"Safe pruning ratio: {title(record.model, record.data)}, {first} pruning"
+                     f" — {ratios}")
+    return fig
