@@ -37,6 +37,7 @@ from lmc.core.operators import DenseOperator, HessianOperator, LinearOperator
 from lmc.core.policy import ExecutionPolicy
 from lmc.core.prune_ratio import ESTIMATORS, PrunePrediction, predict_prune_ratio
 from lmc.errors import CheckpointError, ConfigError, DataError, LmcError, TrainingDiverged
+from lmc.plots import figures, plot_result, save_figure
 from lmc.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from lmc.training.config import OPTIMIZERS, SCHEDULES, Duration, TrainConfig
 from lmc.training.data import DATASETS, Dataset, load_dataset
@@ -71,31 +72,23 @@ from lmc.workflows.records import (
 from lmc.workflows.sharpness import path_sharpness_record, sharpness_record
 
 __all__ = [
-    "BARRIERS", "DATASETS", "ESTIMATORS", "MATCHING_TOLERANCE", "METHODS", "MODELS",
-    "OPTIMIZERS", "SCHEDULES", "STABILITY_THRESHOLD", "STREAMS", "AdaptiveFraction",
-    "Checkpoint", "CheckpointError", "ConfigError", "DataError", "Dataset", "DenseOperator",
-    "Duration", "Eigenpairs", "Evaluator", "ExecutionPolicy", "HessianOperator", "ImpRecord",
-    "ImpSettings", "InstabilityComparison", "InstabilityRecord", "InterpolationRecord",
-    "LinearOperator", "LmcError", "Method", "OpenedCheckpoint", "PathEvaluator",
-    "PrunePrediction", "PruneRatioRecord", "Record", "Run", "RunSpec", "SharpnessPathRecord",
-    "SharpnessRecord", "SpectralDensity", "TraceEstimate", "TrainConfig", "TrainResult",
-    "TrainState", "Trainer", "TrainingDiverged", "__version__", "alpha_grid", "apply_mask",
-    "apply_model", "barriers", "batch_mean", "batches_of", "build_model",
-    "check_same_structure", "count_params", "cross_entropy", "directional_curvature",
-    "eval_apply", "fixed_subset", "hutchinson_trace", "hutchpp_trace", "init_model",
-    "instability_analysis", "interpolate_checkpoints", "interpolation_record",
-    "lambda_max_along_path", "lerp", "load_checkpoint", "load_dataset", "load_record", "masks", "open_checkpoint",
+    "BARRIERS", "DATASETS", "ESTIMATORS", "MATCHING_TOLERANCE", "METHODS", "MODELS", "OPTIMIZERS",
+    "SCHEDULES", "STABILITY_THRESHOLD", "STREAMS", "AdaptiveFraction", "Checkpoint",
+    "CheckpointError", "ConfigError", "DataError", "Dataset", "DenseOperator", "Duration",
+    "Eigenpairs", "Evaluator", "ExecutionPolicy", "HessianOperator", "ImpRecord", "ImpSettings",
+    "InstabilityComparison", "InstabilityRecord", "InterpolationRecord", "LinearOperator",
+    "LmcError", "Method", "OpenedCheckpoint", "PathEvaluator", "PrunePrediction",
+    "PruneRatioRecord", "Record", "Run", "RunSpec", "SharpnessPathRecord", "SharpnessRecord",
+    "SpectralDensity", "TraceEstimate", "TrainConfig", "TrainResult", "TrainState", "Trainer",
+    "TrainingDiverged", "__version__", "alpha_grid", "apply_mask", "apply_model", "barriers",
+    "batch_mean", "batches_of", "build_model", "check_same_structure", "count_params",
+    "cross_entropy", "directional_curvature", "eval_apply", "figures", "fixed_subset",
+    "hutchinson_trace", "hutchpp_trace", "init_model", "instability_analysis",
+    "interpolate_checkpoints", "interpolation_record", "lambda_max_along_path", "lerp",
+    "load_checkpoint", "load_dataset", "load_record", "masks", "open_checkpoint",
     "pairwise_interpolations", "path_sharpness_record", "plot_result", "power_iteration",
     "predict_prune_ratio", "prunable", "prune", "prune_ratio_record", "register", "run_imp",
-    "save_checkpoint", "sharpness_record", "spawn", "spectral_density", "top_eigenpairs",
-    "train", "train_apply", "train_run", "train_runs",
+    "save_checkpoint", "save_figure", "sharpness_record", "spawn", "spectral_density",
+    "top_eigenpairs", "train", "train_apply", "train_run", "train_runs",
 ]
 
-
-def __getattr__(name: str):
-    # The figures need matplotlib; import them only when asked for (`lmc.plot_result`).
-    if name == "plot_result":
-        from lmc.plots import plot_result
-
-        return plot_result
-    raise AttributeError(f"module 'lmc' has no attribute {name!r}")

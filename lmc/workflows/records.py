@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 from typing import Any, ClassVar
 
+from lmc.constants import STABILITY_THRESHOLD
 from lmc.errors import LmcError
 from lmc.files import write_json
 
@@ -116,7 +117,7 @@ class InstabilityComparison(Record):
 
     kind: ClassVar[str] = "instability_comparison"
     series: dict[str, dict[str, Any]]  # label -> {"dense_test_accuracy", "points"}
-    threshold: float = 0.02
+    threshold: float = STABILITY_THRESHOLD
     title: str = "Instability analysis"
 
 
