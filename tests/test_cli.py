@@ -124,7 +124,9 @@ def test_interpolate_errors_are_one_line(capsys, tmp_path, data_dir):
     assert "a.npz does not exist" in _error_line(capsys)
     (tmp_path / "c.json").write_text(json.dumps({"kind": "histogram"}))
     assert main(["plot", str(tmp_path / "c.json")]) == 1
-    assert "valid kinds: interpolation, instability" in _error_line(capsys)
+    line = _error_line(capsys)
+    assert "unknown kind 'histogram'; valid kinds: " in line
+    assert "interpolation" in line and "instability" in line
 
 
 def test_sharpness_of_a_checkpoint_and_along_a_path(capsys, tmp_path, data_dir):
@@ -152,3 +154,15 @@ def test_sharpness_of_a_checkpoint_and_along_a_path(capsys, tmp_path, data_dir):
     assert out.with_suffix(".pdf").exists()
     assert main(["sharpness", *small]) == 1
     assert "give a checkpoint, or --path A B" in _error_line(capsys)
+
+
+def test_every_command_has_help_without_outside_references(capsys):
+    from lmc.cli import build_parser
+
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices
+    assert list(commands) == ["train", "demo", "interpolate", "spawn", "instability", "imp",
+                              "prune-ratio", "sharpness", "plot", "list"]
+    for name, sub in commands.items():
+        text = sub.format_help()
+        assert "SPEC" not in text, name

@@ -1,0 +1,77 @@
+"""The `lmc` command: one module per subcommand, each with `add_parser(subparsers)` and
+`run(args)`, and the printers of its records; `_common` holds the shared flags and the
+writing of results. `lmc demo` calls the workflows and the printers directly."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from lmc.cli import (
+    demo,
+    imp,
+    instability,
+    interpolate,
+    listing,
+    plot,
+    prune_ratio,
+    sharpness,
+    spawn,
+    train,
+)
+from lmc.cli._common import config_from_args
+from lmc.errors import LmcError
+
+__all__ = ["COMMANDS", "build_parser", "config_from_args", "main"]
+
+DESCRIPTION = """\
+lmc: loss landscapes through linear mode connectivity (JAX).
+
+Train networks whose runs are stored by content hash (re-running finds finished work,
+an interrupted run resumes where it stopped), and study them.
+"""
+
+EPILOG = """\
+examples:
+  lmc demo                                     train, interpolate and analyse instability
+  lmc interpolate RUN/checkpoints/step_00000500.npz RUN/checkpoints/step_00006000.npz
+  lmc instability --model mlp --lr 0.1 --spawn-steps 0it,50it,200it
+  lmc plot lmc_results/instability-0123456789.json
+  lmc train --model mlp --lr 0.05 --duration 20ep --save-at 0it,100it,500it
+  lmc train --config resnet20_cifar10.json --runs /data/lmc_runs
+durations are written as iterations (500it) or epochs (160ep).
+"""
+
+# In the order of `lmc --help`.
+COMMANDS = (train, demo, interpolate, spawn, instability, imp, prune_ratio, sharpness, plot,
+            listing)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from lmc import __version__
+
+    parser = argparse.ArgumentParser(prog="lmc", description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"lmc {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for command in COMMANDS:
+        command.add_parser(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        args.func(args)
+    except LmcError as e:
+        print(f"lmc {args.command}: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"lmc {args.command}: interrupted; run the same command again to resume",
+              file=sys.stderr)
+        return 130
+    return 0

@@ -1,0 +1,7 @@
+"""`python -m lmc.cli`."""
+
+import sys
+
+from lmc.cli import main
+
+sys.exit(main())

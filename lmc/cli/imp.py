@@ -1,0 +1,132 @@
+"""`lmc imp`: iterative magnitude pruning with rewinding, and its baselines."""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+
+from lmc.cli._common import (
+    add_interpolation_arguments,
+    add_train_arguments,
+    arguments,
+    check_names,
+    config_from_args,
+    csv,
+    write_result,
+)
+from lmc.constants import MATCHING_TOLERANCE
+from lmc.core.prune import CRITERIA
+from lmc.core.prune_ratio import ESTIMATORS
+from lmc.errors import ConfigError
+from lmc.workflows.imp import ImpSettings, baselines, run_imp
+from lmc.workflows.prune_ratio import AdaptiveFraction
+from lmc.workflows.records import ImpRecord
+
+LEVELS = 10  # default length of a fixed-ratio schedule
+ADAPTIVE_LEVELS = 30  # default cap of an adaptive (--ratio auto) schedule
+
+_ADAPTIVE = inspect.signature(AdaptiveFraction).parameters
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "imp", help="iterative magnitude pruning with rewinding, and baselines",
+        description="Frankle & Carbin 2019, Frankle et al. 2020: train, prune a fraction of "
+        "the live weights, rewind the survivors to step k, repeat. Every level is a run in "
+        "the run store (reused and resumed). Writes a JSON, accuracy vs density and the "
+        "successive-level barrier figure.")
+    add_train_arguments(p)
+    p.add_argument("--ratio", "--fraction", dest="fraction", default="0.2",
+                   help="fraction of the live weights pruned per level (default 0.2), or "
+                   "auto: the predicted safe ratio of each level's solution (see "
+                   "`lmc prune-ratio`), until it falls below --floor or successive levels "
+                   "stop being linearly connected")
+    estimator = _ADAPTIVE["estimator"].default
+    p.add_argument("--estimator", default=estimator, choices=ESTIMATORS,
+                   help=f"with --ratio auto: the safe-ratio estimator (default {estimator})")
+    safety, floor = _ADAPTIVE["safety"].default, _ADAPTIVE["floor"].default
+    p.add_argument("--safety", type=float, default=safety,
+                   help=f"with --ratio auto: prune this multiple of the safe ratio "
+                   f"(default {safety:g})")
+    p.add_argument("--floor", type=float, default=floor,
+                   help=f"with --ratio auto: stop below this ratio (default {floor:g})")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--levels", type=int,
+                   help=f"pruning levels (default {LEVELS}; with --ratio auto at most "
+                   f"{ADAPTIVE_LEVELS})")
+    g.add_argument("--target-density", type=float,
+                   help="prune until at most this fraction of the weights is left")
+    p.add_argument("--rewind", default="0it",
+                   help="rewind step k, e.g. 0it (lottery ticket), 500it, 2ep (default 0it)")
+    criterion = ImpSettings.criterion
+    others = ", ".join(c for c in CRITERIA if c != criterion)
+    p.add_argument("--criterion", default=criterion,
+                   help=f"pruning criterion (default {criterion}; also {others})")
+    p.add_argument("--keep-dense", type=csv, default=[], metavar="LAYERS",
+                   help="top-level parameter names never pruned, e.g. output")
+    p.add_argument("--baselines", type=csv, default=[], metavar="METHODS",
+                   help=f"also run: {', '.join(baselines())} (comma-separated)")
+    p.add_argument("--tolerance", type=float, default=MATCHING_TOLERANCE,
+                   help=f"matching: test accuracy at least dense minus this (default "
+                   f"{MATCHING_TOLERANCE:g})")
+    p.add_argument("--no-barriers", action="store_true",
+                   help="skip the error barrier between successive levels")
+    add_interpolation_arguments(p, alphas=ImpSettings.alphas)
+    p.set_defaults(func=run)
+
+
+def print_imp(record: ImpRecord) -> None:
+    print(f"dense test accuracy {record.dense_test_accuracy:.2%}; matching: within "
+          f"{100 * record.tolerance:g} pts; rewind to step {record.rewind_step}")
+    print(f"  {'method':8} {'level':>5} {'weights left':>12} {'test acc':>9} "
+          f"{'barrier to previous':>20} {'train s':>8}")
+    for method, levels in record.methods.items():
+        for lv in levels[1:]:
+            barrier = lv.get("successive_barrier")
+            barrier = f"{100 * barrier['error']:.2f} pts" if barrier else ""
+            seconds = f"{lv['train_seconds']:.1f}" if lv["train_seconds"] is not None else "reused"
+            print(f"  {method:8} {lv['level']:>5} {lv['density']:>12.2%} "
+                  f"{lv['test_accuracy']:>9.2%} {barrier:>20} {seconds:>8}"
+                  f"{'' if lv['matching'] else '  not matching'}")
+    for method, summary in record.summary.items():
+        print(f"  {method}: smallest matching density {summary['min_matching_density']:.2%} "
+              f"(matching at every level down to "
+              f"{summary['min_density_matching_throughout']:.2%})")
+    if record.adaptive_predictions:
+        print(f"  adaptive schedule (predicted safe ratios): "
+              f"{adaptive_fractions(record)}")
+        print(f"  predicted maximum sparsity {record.predicted_max_sparsity:.2%} in "
+              f"{record.summary['imp']['levels']} levels")
+
+
+def adaptive_fractions(record: ImpRecord) -> str:
+    """The fractions an adaptive schedule pruned, e.g. 74%, 41%, 42%."""
+    return ", ".join(f"{100 * p['fraction']:.0f}%" for p in record.adaptive_predictions)
+
+
+def run(args: argparse.Namespace) -> None:
+    config = config_from_args(args)
+    check_names(config)
+    levels = args.levels
+    if args.fraction == "auto":
+        fraction = AdaptiveFraction(args.estimator, safety=args.safety, floor=args.floor,
+                                    keep_dense=args.keep_dense)
+        if levels is None and args.target_density is None:
+            levels = ADAPTIVE_LEVELS
+    else:
+        try:
+            fraction = float(args.fraction)
+        except ValueError:
+            raise ConfigError(f"--ratio must be a number in (0, 1) or auto, got "
+                              f"{args.fraction!r}") from None
+    if levels is None and args.target_density is None:
+        levels = LEVELS
+    record = run_imp(config, levels=levels, target_density=args.target_density,
+                     fraction=fraction, rewind=args.rewind, criterion=args.criterion,
+                     keep_dense=args.keep_dense, baselines=args.baselines,
+                     successive_barriers=not args.no_barriers, tolerance=args.tolerance,
+                     alphas=args.alphas, root=args.runs, progress=args.progress,
+                     data_dir=args.data_dir)
+    print_imp(record)
+    # The default path hashes the arguments with the number of levels that ran.
+    write_result(record, args, arguments(args, levels=levels))

@@ -1,0 +1,58 @@
+"""`lmc instability`: the instability analysis of Frankle et al. (2020) over spawn steps."""
+
+from __future__ import annotations
+
+import argparse
+
+from lmc.cli._common import (
+    add_interpolation_arguments,
+    add_train_arguments,
+    check_names,
+    config_from_args,
+    csv,
+    write_result,
+)
+from lmc.constants import STABILITY_THRESHOLD
+from lmc.workflows.instability import instability_analysis
+from lmc.workflows.records import InstabilityRecord
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "instability", help="instability analysis over spawn steps",
+        description="Frankle et al. 2020: for every spawn step k, train children from the "
+        "parent's checkpoint at k and measure the test error barrier between them. Writes a "
+        "JSON and the instability figure.")
+    add_train_arguments(p)
+    p.add_argument("--spawn-steps", type=csv, required=True,
+                   help="e.g. 0it,25it,100it,500it,2ep")
+    p.add_argument("--children", type=int, default=2, help="children per parent (default 2)")
+    p.add_argument("--replicates", type=int, default=1,
+                   help="parents with seeds seed, seed+1, ... (default 1)")
+    p.add_argument("--threshold", type=float, default=STABILITY_THRESHOLD,
+                   help=f"stability threshold on the error barrier (default "
+                   f"{STABILITY_THRESHOLD:g})")
+    add_interpolation_arguments(p)
+    p.set_defaults(func=run)
+
+
+def print_instability(record: InstabilityRecord) -> None:
+    print(f"dense test accuracy {record.dense_test_accuracy:.2%}; instability = test error "
+          f"barrier between {record.children} children (stable below "
+          f"{100 * record.threshold:g} pts)")
+    for point in record.points:
+        b = point["error_barrier"]
+        stable = "stable" if b["mean"] < record.threshold else "unstable"
+        print(f"  k = {point['step']:>6}: {100 * b['mean']:6.2f} ± {100 * b['std']:.2f} pts  "
+              f"{stable}")
+
+
+def run(args: argparse.Namespace) -> None:
+    config = config_from_args(args)
+    check_names(config)
+    record = instability_analysis(
+        config, args.spawn_steps, children=args.children, replicates=args.replicates,
+        root=args.runs, alphas=args.alphas, threshold=args.threshold, progress=args.progress,
+        data_dir=args.data_dir)
+    print_instability(record)
+    write_result(record, args)

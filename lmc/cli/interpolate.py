@@ -1,0 +1,59 @@
+"""`lmc interpolate`: loss and error barriers on the line between two checkpoints."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from lmc.cli._common import add_data_dir, add_interpolation_arguments, csv, write_result
+from lmc.workflows.interpolation import interpolate_checkpoints
+from lmc.workflows.records import InterpolationRecord
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "interpolate", help="loss and error barriers between two checkpoints",
+        description="Evaluate the straight line between two checkpoints of one architecture; "
+        "print the barriers, write a JSON and a barrier plot.")
+    p.add_argument("a", type=Path, help="checkpoint at α = 0")
+    p.add_argument("b", type=Path, help="checkpoint at α = 1")
+    add_interpolation_arguments(p)
+    p.add_argument("--splits", type=csv, default=["train", "test"], help="default train,test")
+    p.add_argument("--bn", choices=("reset", "interpolate"),
+                   help="BatchNorm statistics: re-estimate per point (default for BN nets) or "
+                   "interpolate them")
+    p.add_argument("--max-examples", type=int, help="evaluate on a fixed subset of this size")
+    p.add_argument("--layerwise", action="store_true",
+                   help="also move one block at a time (and all but one)")
+    add_data_dir(p)
+    p.set_defaults(func=run)
+
+
+def print_barrier_table(record) -> None:
+    """Loss and error barriers (mean, chord, midpoint definitions) per split."""
+    print(f"{'split':<6} {'':>4}  {'loss: mean':>10} {'chord':>7} {'midpt':>7}   "
+          f"{'error (pts): mean':>17} {'chord':>6} {'midpt':>6}")
+    for split, b in record.barriers.items():
+        loss, err = b["loss"], b["error"]
+        print(f"{split:<6} {'':>4}  {loss['mean']:>10.4f} {loss['chord']:>7.4f} "
+              f"{loss['midpoint']:>7.4f}   {100 * err['mean']:>17.2f} {100 * err['chord']:>6.2f} "
+              f"{100 * err['midpoint']:>6.2f}")
+
+
+def print_interpolation(record: InterpolationRecord) -> None:
+    bn = f", BatchNorm {record.bn}" if record.bn != "none" else ""
+    print(f"{record.model['name']} on {record.data}, {len(record.alphas)} points{bn}")
+    print_barrier_table(record)
+    for row in record.layerwise or []:
+        split = "test" if "test" in row["only"] else "train"
+        print(f"  {row['block']:<20} {split} error barrier: only this block moves "
+              f"{100 * row['only'][split]['error']:6.2f} pts, all but it "
+              f"{100 * row['all_but'][split]['error']:6.2f} pts")
+
+
+def run(args: argparse.Namespace) -> None:
+    record = interpolate_checkpoints(
+        args.a, args.b, alphas=args.alphas, splits=tuple(args.splits), bn=args.bn,
+        max_examples=args.max_examples, layerwise=args.layerwise, data_dir=args.data_dir)
+    print_interpolation(record)
+    write_result(record, args)

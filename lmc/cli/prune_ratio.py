@@ -1,0 +1,72 @@
+"""`lmc prune-ratio`: the largest safe one-step pruning ratio of a checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from lmc.cli._common import add_data_dir, add_output_arguments, csv, write_result
+from lmc.core.prune import CRITERIA
+from lmc.core.prune_ratio import DEFAULT_EXAMPLES, ratio_grid
+from lmc.workflows.prune_ratio import prune_ratio_record
+from lmc.workflows.records import PruneRatioRecord
+
+# The rows of the table: the estimators (`ESTIMATORS`) in the order A, B, C.
+LABELS = {"lambda_max": "A  ½·λ_max·R² ≤ ε", "quadratic": "B  gᵀΔ + ½ΔᵀHΔ ≤ ε",
+          "gaussian_width": "C  p ≤ p_theory(R)  (default)"}
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "prune-ratio", help="predict the largest safe one-step pruning ratio",
+        description="At a trained (possibly sparse) checkpoint: the pruning displacement "
+        "R(p), the quadratic-model loss increase and the Gaussian-width prediction "
+        "p_theory(R) from the masked Hessian's spectrum, for a grid of ratios p; the safe "
+        "ratio under each estimator, for the criterion and for random pruning "
+        "(Paul et al. 2023; Zhang et al. 2024).")
+    p.add_argument("checkpoint", type=Path, help="a checkpoint file")
+    p.add_argument("--criterion", default="magnitude",
+                   help="pruning criterion (default magnitude; one of "
+                   f"{', '.join(c for c in CRITERIA if c != 'magnitude_layerwise')}); "
+                   "random is always added")
+    p.add_argument("--epsilon", type=float,
+                   help="loss tolerance ε (default: std of the per-example training loss)")
+    p.add_argument("--examples", type=int, default=DEFAULT_EXAMPLES,
+                   help=f"training examples of the Hessian, gradient and ε "
+                   f"(default {DEFAULT_EXAMPLES})")
+    p.add_argument("--keep-dense", type=csv, default=[], metavar="LAYERS",
+                   help="top-level parameter names never pruned, e.g. output")
+    p.add_argument("--grid-step", type=float, default=0.001,
+                   help="spacing of the grid of ratios (default 0.001)")
+    p.add_argument("--seed", type=int, default=0, help="probe and random-pruning seed")
+    add_output_arguments(p)
+    add_data_dir(p)
+    p.set_defaults(func=run)
+
+
+def print_prune_ratio(record: PruneRatioRecord) -> None:
+    print(f"{record.num_prunable:,} live prunable weights; Hessian on {record.examples} "
+          f"{record.split} examples: λ_max {record.lambda_max:.4g}, trace "
+          f"{record.trace:.4g}")
+    print(f"ε = {record.epsilon:.4g} ({record.epsilon_source})")
+    names = list(record.criteria)
+    print(f"  {'safe pruning ratio':28}" + "".join(f"{n:>14}" for n in names))
+    for key, label in LABELS.items():
+        cells = []
+        for n in names:
+            safe = record.criteria[n]["safe"][key]
+            if safe["status"] == "below_grid":  # fails at the first grid point
+                cells.append(f"<{100 * record.grid[0]:.1f}%")
+            else:
+                flag = "≥" if safe["status"] == "above_grid" else ""
+                cells.append(f"{flag}{100 * safe['interpolated']:.1f}%")
+        print(f"  {label:28}" + "".join(f"{c:>14}" for c in cells))
+
+
+def run(args: argparse.Namespace) -> None:
+    record = prune_ratio_record(args.checkpoint, criterion=args.criterion,
+                                grid=ratio_grid(args.grid_step), epsilon=args.epsilon,
+                                examples=args.examples, keep_dense=args.keep_dense,
+                                seed=args.seed, data_dir=args.data_dir)
+    print_prune_ratio(record)
+    write_result(record, args)
