@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from lmc._version import __version__
 from lmc.cli import (
     demo,
     imp,
@@ -48,8 +49,6 @@ COMMANDS = (train, demo, interpolate, spawn, instability, imp, prune_ratio, shar
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from lmc import __version__
-
     parser = argparse.ArgumentParser(prog="lmc", description=DESCRIPTION, epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"lmc {__version__}")

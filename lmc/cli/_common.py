@@ -12,7 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from lmc.errors import ConfigError, check_name
+from lmc.plots import plot_result
 from lmc.training.config import OPTIMIZERS, SCHEDULES, TrainConfig
+from lmc.training.data import DATASETS
+from lmc.training.models import MODELS
 from lmc.training.rng import STREAMS
 from lmc.workflows.records import Record
 
@@ -134,9 +137,6 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 def check_names(config: TrainConfig) -> None:
     """One readable line listing the valid names for an unknown model or data set."""
-    from lmc.training.data import DATASETS
-    from lmc.training.models import MODELS
-
     check_name("model", config.model, MODELS)
     check_name("data set", config.dataset, DATASETS)
 
@@ -168,8 +168,6 @@ def write_record(record: Record, path: Path, figure: Path | None = None,
     record.save(path)
     print(f"results    {path}")
     if not no_figure:
-        from lmc.plots import plot_result
-
         for written in plot_result(path, figure):
             print(f"figure     {written}")
 
