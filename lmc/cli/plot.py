@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from lmc.plots import plot_result
+
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("plot", help="redraw the figures of a result JSON")
@@ -14,7 +16,5 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from lmc.plots import plot_result  # matplotlib: only when figures are drawn
-
     for written in plot_result(args.result, args.out):
         print(f"figure     {written}")
