@@ -4,16 +4,18 @@ One measurement is what `lmc interpolate` does: the loss and error of the networ
 `w(α) = (1 − α)·w_a + α·w_b` on an even grid of α (25 points) over a data set. Rows, per
 model:
 
-- **lmc vmap**: `PathEvaluator(apply_fn, vectorize=True, chunk_size=C)`: C interpolation
-  points per vmapped program, one program per batch of data.
-- **lmc loop**: `PathEvaluator(apply_fn, vectorize=False)`: α by α, the interpolation
-  inside one compiled per-batch program, sums kept on the device until the end.
+- **lmc vmap**: `PathEvaluator(apply_fn, policy=ExecutionPolicy(alpha_chunk=C))`: C
+  interpolation points per vmapped program, one program per batch of data.
+- **lmc loop**: `PathEvaluator(apply_fn, policy=ExecutionPolicy(alpha_chunk=1))`: α by α,
+  the interpolation inside one compiled per-batch program, sums kept on the device until
+  the end.
 - **reference loop**: how peer scripts do it: for each α, the interpolated parameters are
   built eagerly with `jax.tree.map`, then a jitted per-batch function evaluates that one
   network and every batch's sums are read back with `float()`.
 
-The `auto` column marks what `lmc.interpolate.interpolate_checkpoints` picks by itself
-(vectorize unless the model convolves on the CPU backend; one chunk of all α). Both
+The `auto` column marks what `lmc.interpolate_checkpoints` picks by itself: the model's
+`ExecutionPolicy.for_model` (α by α when the model convolves on the CPU backend, chunks of
+5 for dense models there, one chunk of all α on accelerators). Both
 implementations slice the same on-device arrays in batches of 1000, so the comparison is
 of the evaluation strategy alone. Every lmc row's curves are checked against the
 reference loop's (np.allclose, rtol 1e-4).
@@ -46,8 +48,9 @@ import optax
 from _common import machine_info, write_results
 
 import lmc
-from lmc.interpolate import PathEvaluator, alpha_batching, alpha_grid
-from lmc.train import eval_apply, train_apply
+from lmc.core.interpolate import PathEvaluator, alpha_grid
+from lmc.core.policy import ExecutionPolicy
+from lmc.training.models import eval_apply, policy_for, train_apply
 
 Curves = dict[str, dict[str, np.ndarray]]
 Data = Mapping[str, tuple[jax.Array, jax.Array]]
@@ -197,7 +200,8 @@ def cases_for(problem: Problem, sizes: Sizes, bn_modes: tuple[str, ...]) -> list
     "reset" rows get lmc's automatic choice and its alternative only, with all α a chunk.
     """
     module, (pa, pb), (sa, sb) = problem.module, problem.params, problem.states
-    auto_vectorize, auto_chunk = alpha_batching(module)
+    auto_policy = policy_for(module)
+    auto_vectorize, auto_chunk = auto_policy.vectorize_alphas, auto_policy.alpha_chunk
     reference = ReferenceLoop(module)
     has_state = bool(jax.tree.leaves(sa))
     cases = []
@@ -214,7 +218,8 @@ def cases_for(problem: Problem, sizes: Sizes, bn_modes: tuple[str, ...]) -> list
         for chunk in chunks:
             evaluator = PathEvaluator(
                 eval_apply(module), train_apply=train_apply(module), bn=bn,
-                batch_size=BATCH_SIZE, vectorize=chunk is not None, chunk_size=chunk)
+                batch_size=BATCH_SIZE,
+                policy=ExecutionPolicy(alpha_chunk=1 if chunk is None else chunk))
 
             def run(evaluator: PathEvaluator = evaluator) -> Curves:
                 return evaluator.curves(pa, pb, problem.data, state_a=sa, state_b=sb,

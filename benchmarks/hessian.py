@@ -1,4 +1,4 @@
-"""Hessian measurements: `lmc.hessian` against the exact Hessian, PyHessian and the gradient.
+"""Hessian measurements: `lmc.core.curvature` against the exact Hessian, PyHessian and the gradient.
 
 Three tables:
 
@@ -45,15 +45,9 @@ from _common import machine_info, package_version, write_results
 from jax.flatten_util import ravel_pytree
 
 import lmc
-from lmc.hessian import (
-    HessianOperator,
-    batches_of,
-    hutchinson_trace,
-    hutchpp_trace,
-    make_hvp,
-    power_iteration,
-    top_eigenpairs,
-)
+from lmc.core.batching import batches_of
+from lmc.core.curvature import hutchinson_trace, hutchpp_trace, power_iteration, top_eigenpairs
+from lmc.core.operators import HessianOperator, make_hvp
 
 TOL = 1e-3  # PyHessian's default relative tolerance, for both λ_max and the trace
 MAX_ITER = 100  # PyHessian's default maximum number of iterations / probes

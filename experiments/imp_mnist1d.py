@@ -23,9 +23,7 @@ import time
 from pathlib import Path
 
 import lmc
-from lmc.files import write_json
-from lmc.imp import METHODS, run_imp
-from lmc.plots import plot_result
+from lmc.workflows.imp import baselines, run_imp
 
 BASE = dict(dataset="mnist1d", optimizer="momentum", momentum=0.9, lr=0.05, batch_size=128,
             schedule="cosine", duration="3000it", seed=0)
@@ -40,8 +38,8 @@ def main() -> None:
     parser.add_argument("--setting", choices=tuple(SETTINGS), default="mlp")
     parser.add_argument("--levels", type=int, default=18)
     parser.add_argument("--rewind", default="100it")
-    parser.add_argument("--baselines", default=",".join(METHODS[1:]),
-                        help="comma-separated, from: " + ", ".join(METHODS[1:]))
+    parser.add_argument("--baselines", default=",".join(baselines()),
+                        help="comma-separated, from: " + ", ".join(baselines()))
     parser.add_argument("--tolerance", type=float, default=0.01)
     parser.add_argument("--root", type=Path, default=Path("lmc_runs"))
     parser.add_argument("--out", type=Path, default=Path("figures"))
@@ -50,20 +48,19 @@ def main() -> None:
     config = SETTINGS[args.setting]
     start = time.perf_counter()
     record = run_imp(config, levels=args.levels, rewind=args.rewind,
-                 baselines=[b for b in args.baselines.split(",") if b],
-                 tolerance=args.tolerance, root=args.root)
-    record["setting"] = args.setting
-    record["wall_seconds"] = time.perf_counter() - start
-    path = args.out / f"imp_mnist1d_{args.setting}.json"
-    write_json(path, record)
-    for written in plot_result(path):
+                     baselines=tuple(b for b in args.baselines.split(",") if b),
+                     tolerance=args.tolerance, root=args.root)
+    record.extra["setting"] = args.setting
+    record.extra["wall_seconds"] = time.perf_counter() - start
+    path = record.save(args.out / f"imp_mnist1d_{args.setting}.json")
+    for written in lmc.plot_result(path):
         print(f"figure {written}")
-    dense = record["dense_test_accuracy"]
+    dense = record.dense_test_accuracy
     print(f"{args.setting}: dense test accuracy {dense:.2%}")
-    for method, levels in record["methods"].items():
+    for method, levels in record.methods.items():
         trained = [lv["train_seconds"] for lv in levels[1:] if lv["train_seconds"] is not None]
         per_level = f", {sum(trained) / len(trained):.1f} s per level" if trained else ""
-        summary = record["summary"][method]
+        summary = record.summary[method]
         print(f"  {method:8} smallest matching density {summary['min_matching_density']:.2%}"
               f" (throughout down to {summary['min_density_matching_throughout']:.2%})"
               f"{per_level}")

@@ -20,8 +20,6 @@ import json
 from pathlib import Path
 
 import lmc
-from lmc.files import write_json
-from lmc.imp import run_imp
 
 CONFIG = Path(__file__).parent / "configs" / "resnet20_cifar10.json"
 
@@ -42,10 +40,11 @@ def main() -> None:
     if args.short:
         config = config.replace(duration="4ep", milestones=("2ep", "3ep"))
         levels, rewind, name = 3, "100it", f"{name}_short"
-    record = run_imp(config, levels=levels, rewind=rewind,
-                 baselines=[b for b in args.baselines.split(",") if b], root=args.root)
-    path = write_json(args.out / f"{name}.json", record)
-    for method, summary in record["summary"].items():
+    record = lmc.run_imp(config, levels=levels, rewind=rewind,
+                         baselines=tuple(b for b in args.baselines.split(",") if b),
+                         root=args.root)
+    path = record.save(args.out / f"{name}.json")
+    for method, summary in record.summary.items():
         print(f"{method}: smallest matching density {summary['min_matching_density']:.2%}")
     print(*lmc.plot_result(path), sep="\n")
 

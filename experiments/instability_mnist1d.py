@@ -25,7 +25,8 @@ from pathlib import Path
 
 import lmc
 from lmc.files import write_json
-from lmc.instability import instability_analysis
+from lmc.workflows.instability import instability_analysis
+from lmc.workflows.records import InstabilityComparison, InstabilityRecord
 
 SPAWN_STEPS = ["0it", "10it", "25it", "50it", "100it", "250it", "500it", "1000it"]
 BASE = dict(model="conv1d", model_options={"channels": 25}, dataset="mnist1d",
@@ -38,11 +39,11 @@ SETTINGS = {
 }
 
 
-def summarise(result: dict) -> dict:
+def summarise(result: InstabilityRecord) -> dict:
     """Barrier (percentage points) per spawn step, and the first k from which it stays stable."""
-    thr = result["threshold"]
+    thr = result.threshold
     rows = []
-    for p in result["points"]:
+    for p in result.points:
         per_parent = {}
         for pair in p["pairs"]:
             barrier = pair["barriers"]["test"]["error"]["mean"]
@@ -60,7 +61,7 @@ def summarise(result: dict) -> dict:
         if all(q["barrier_pp_mean"] < 100 * thr for q in rows[i:]):
             stable_from = r["step"]
             break
-    return {"config": result["config"], "dense_test_accuracy": result["dense_test_accuracy"],
+    return {"config": result.config, "dense_test_accuracy": result.dense_test_accuracy,
             "threshold_pp": 100 * thr, "stable_from_step": stable_from, "points": rows}
 
 
@@ -83,7 +84,7 @@ def main() -> None:
                                       replicates=args.replicates, root=args.root,
                                       progress=args.progress)
         seconds = time.time() - start
-        path = write_json(out / f"instability_mnist1d_{name}.json", result)
+        path = result.save(out / f"instability_mnist1d_{name}.json")
         summaries[name] = summarise(result) | {"wall_seconds": seconds, "result_file": path.name}
         s = summaries[name]
         print(f"[{name}] dense test acc {100 * s['dense_test_accuracy']:.1f}%, "
@@ -101,15 +102,15 @@ def main() -> None:
         "spawn_steps": SPAWN_STEPS, "children": args.children, "replicates": args.replicates,
         "settings": summaries})
     # Both settings on one axis; only what the figure needs, the full results are beside it.
-    comparison = write_json(out / "instability_mnist1d.json", {
-        "kind": "instability_comparison",
-        "title": "Instability on MNIST-1D: conv1d, lr 0.05 cosine, 3000 it\n"
-                 f"mean ± std over {args.replicates} parents × {args.children} children",
-        "threshold": next(iter(results.values()))["threshold"],
-        "series": {label: {"dense_test_accuracy": r["dense_test_accuracy"],
-                           "points": [{"step": p["step"], "error_barrier": p["error_barrier"]}
-                                      for p in r["points"]]}
-                   for label, r in results.items()}})
+    comparison = InstabilityComparison(
+        title="Instability on MNIST-1D: conv1d, lr 0.05 cosine, 3000 it\n"
+              f"mean ± std over {args.replicates} parents × {args.children} children",
+        threshold=next(iter(results.values())).threshold,
+        series={label: {"dense_test_accuracy": r.dense_test_accuracy,
+                        "points": [{"step": p["step"], "error_barrier": p["error_barrier"]}
+                                   for p in r.points]}
+                for label, r in results.items()},
+    ).save(out / "instability_mnist1d.json")
     for p in lmc.plot_result(comparison):
         print("wrote", p)
 

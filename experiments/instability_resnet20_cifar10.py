@@ -19,7 +19,6 @@ import json
 from pathlib import Path
 
 import lmc
-from lmc.files import write_json
 
 CONFIG = Path(__file__).parent / "configs" / "resnet20_cifar10.json"
 SPAWN_STEPS = ["0it", "100it", "250it", "500it", "1000it", "2000it", "4000it"]
@@ -42,8 +41,8 @@ def main() -> None:
         steps, name = SPAWN_STEPS[:4], f"{name}_short"
     record = lmc.instability_analysis(config, steps, children=2, replicates=args.replicates,
                                       root=args.root)
-    path = write_json(args.out / f"{name}.json", record)
-    for point in record["points"]:
+    path = record.save(args.out / f"{name}.json")
+    for point in record.points:
         b = point["error_barrier"]
         print(f"k = {point['step']:>5}: {100 * b['mean']:.2f} ± {100 * b['std']:.2f} pts")
     print(*lmc.plot_result(path), sep="\n")

@@ -1,4 +1,5 @@
-"""Validation of the safe-pruning-ratio prediction (SPEC §5) against measured pruning on
+"""Validation of the safe-pruning-ratio prediction (Paul et al. 2023, §3.3; Larsen et al.
+2022; Zhang et al. 2024) against measured pruning on
 MNIST-1D: does the "valley too steep" prediction say how far one pruning step, and IMP as a
 whole, can go?
 
@@ -51,28 +52,28 @@ from matplotlib.figure import Figure
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from imp_mnist1d import SETTINGS  # noqa: E402  (same configs: the IMP levels are reused)
 
-from lmc import prune  # noqa: E402
-from lmc.checkpoint import load_checkpoint  # noqa: E402
-from lmc.data import load_dataset  # noqa: E402
-from lmc.evaluate import cross_entropy  # noqa: E402
+from lmc.core import masks, prune  # noqa: E402
+from lmc.core.batching import batches_of, fixed_subset  # noqa: E402
+from lmc.core.evaluate import cross_entropy  # noqa: E402
 from lmc.files import write_json  # noqa: E402
-from lmc.hessian import batches_of  # noqa: E402
-from lmc.imp import run_imp  # noqa: E402
-from lmc.instability import final_checkpoint  # noqa: E402
-from lmc.interpolate import fixed_subset, interpolate_checkpoints  # noqa: E402
-from lmc.plots import (  # noqa: E402
+from lmc.plots import save_figure  # noqa: E402
+from lmc.plots.style import (  # noqa: E402
     BLUE,
     GREEN,
     GREY,
     ORANGE,
     STYLE,
     VERMILLION,
-    _density_axis,
-    _save,
+    density_axis,
 )
-from lmc.predict import prune_ratio_record  # noqa: E402
-from lmc.runs import Run, RunSpec, mask_id, train_runs  # noqa: E402
-from lmc.train import eval_apply, network_from_meta  # noqa: E402
+from lmc.training.checkpoint import load_checkpoint  # noqa: E402
+from lmc.training.data import load_dataset  # noqa: E402
+from lmc.training.models import eval_apply, model_from_description  # noqa: E402
+from lmc.training.runs import Run, RunSpec, mask_id, train_runs  # noqa: E402
+from lmc.workflows.imp import run_imp  # noqa: E402
+from lmc.workflows.interpolation import interpolate_checkpoints  # noqa: E402
+from lmc.workflows.prune_ratio import prune_ratio_record  # noqa: E402
+from lmc.workflows.records import ImpRecord  # noqa: E402
 
 FRACTION = 0.2  # per IMP level, as in imp_mnist1d.py
 REWIND = "100it"
@@ -98,7 +99,7 @@ def predict_level(path: str, dataset, grid: np.ndarray, lanczos_steps: int, slq_
     t = time.perf_counter()
     rec = prune_ratio_record(path, criterion="magnitude", grid=grid, examples=EXAMPLES,
                              lanczos_steps=lanczos_steps, slq_probes=slq_probes,
-                             slq_steps=slq_steps, dataset=dataset)
+                             slq_steps=slq_steps, dataset=dataset).to_json()
     wall = time.perf_counter() - t
     g = np.asarray(rec["grid"])
     keep = np.flatnonzero(np.isclose((g * 100) % 1, 0) | np.isclose((g * 100) % 1, 1))
@@ -120,7 +121,7 @@ def predict_level(path: str, dataset, grid: np.ndarray, lanczos_steps: int, slq_
 def oneshot_losses(ckpt, dataset, grid: np.ndarray) -> dict:
     """Training loss on the Hessian's examples of m' ⊙ w_L for m' = prune(w_L, m_L, p), no
     retraining: what estimators A and B model."""
-    apply = eval_apply(network_from_meta(ckpt.meta))
+    apply = eval_apply(model_from_description(ckpt.meta["model"]))
     idx = fixed_subset(len(dataset.y_train), EXAMPLES)
     xs, ys = batches_of(dataset.x_train[idx], dataset.y_train[idx], min(500, len(idx)))
 
@@ -155,10 +156,10 @@ def first_fail_ratio(grid, ok) -> float:
 
 
 class Measurer:
-    def __init__(self, config, record: dict, root: Path, dataset):
+    def __init__(self, config, record: ImpRecord, root: Path, dataset):
         self.config, self.root, self.dataset = config, root, dataset
-        self.trunk, self.k = record["trunk"], record["rewind_step"]
-        self.dense = record["dense_test_accuracy"]
+        self.trunk, self.k = record.trunk, record.rewind_step
+        self.dense = record.dense_test_accuracy
         self.train_seconds: list[float] = []
 
     def point(self, ckpt, path: str, level_acc: float, p: float) -> dict:
@@ -172,14 +173,14 @@ class Measurer:
         if seconds is not None:
             self.train_seconds.append(seconds)
         final = run.result()["final"]
-        inter = interpolate_checkpoints(path, str(final_checkpoint(run)), alphas=11,
+        inter = interpolate_checkpoints(path, str(run.final_checkpoint()), alphas=11,
                                         splits=("test",), dataset=self.dataset)
-        barrier = inter["barriers"]["test"]["error"]["mean"]
+        barrier = inter.barriers["test"]["error"]["mean"]
         acc = final["test_accuracy"]
         matching = acc >= self.dense - TOLERANCE
         connected = barrier < CONNECTED
         return {"p": p, "run_id": spec.run_id, "reused": reused, "train_seconds": seconds,
-                "density": prune.density(mask), "test_accuracy": acc,
+                "density": masks.density(mask), "test_accuracy": acc,
                 "train_accuracy": final["train_accuracy"], "test_loss": final["test_loss"],
                 "barrier": barrier, "matching": matching, "connected": connected,
                 "ok": matching and connected,
@@ -368,14 +369,14 @@ def plot_all(data: dict, out: Path) -> list[Path]:
                         fillstyle=fill, ms=5, capsize=2, lw=0.8,
                         label=f"measured (retrained): {label}", zorder=4)
         ax.axhline(FRACTION, color=GREY, ls="--", lw=1.2, label="IMP step 0.2")
-        _density_axis(ax, dens_all)
+        density_axis(ax, dens_all)
         ax.set_yscale("log")
         ax.set_ylim(floor * 0.8, 1.05)
         ax.set_ylabel("safe one-step pruning ratio p\n(bar: up to the first failing p;"
                       " bottom row = 0)")
         ax.legend(loc="lower left", fontsize=7.5)
         fig.suptitle(f"Predicted vs measured safe pruning ratio: {title}")
-        written += _save(fig, stem)
+        written += save_figure(fig, stem)
 
     # (b) sharpness against density.
     with matplotlib.rc_context(STYLE):
@@ -388,10 +389,10 @@ def plot_all(data: dict, out: Path) -> list[Path]:
                 (axes[2], "epsilon", GREEN, "^", "ε = std of per-example train loss")):
             a.plot(x, [p[key] for p in preds], color=colour, marker=marker)
             a.set_ylabel(label)
-            _density_axis(a, dens_all)
+            density_axis(a, dens_all)
             a.set_yscale("log")
         fig.suptitle(f"Sharpness of the IMP solutions w_L: {title}")
-        written += _save(fig, f"{stem}_sharpness")
+        written += save_figure(fig, f"{stem}_sharpness")
 
     # (c) Rayleigh quotients magnitude vs random at a few levels; C and B by criterion.
     with matplotlib.rc_context(STYLE):
@@ -424,13 +425,13 @@ def plot_all(data: dict, out: Path) -> list[Path]:
                             for p in preds], color=colour, ls=ls, marker=marker, ms=3,
                         label=f"{ESTIMATORS[est]}, {name}")
         a2.axhline(FRACTION, color=GREY, ls=":", lw=1)
-        _density_axis(a2, dens_all)
+        density_axis(a2, dens_all)
         a2.set_yscale("log")
         a2.set_ylabel("predicted safe ratio")
         a2.set_title("magnitude vs random pruning")
         a2.legend(loc="lower left", fontsize=7)
         fig.suptitle(f"Does magnitude pruning remove flatter directions? {title}")
-        written += _save(fig, f"{stem}_rayleigh")
+        written += save_figure(fig, f"{stem}_rayleigh")
 
     # (d) the measurement itself: accuracy and barrier of the retrained m' against p.
     with matplotlib.rc_context(STYLE):
@@ -457,7 +458,7 @@ def plot_all(data: dict, out: Path) -> list[Path]:
         a1.legend(loc="lower left", fontsize=7, ncol=2)
         fig.suptitle(f"Measured one-step pruning from IMP level L, rewound and retrained: "
                      f"{title}")
-        written += _save(fig, f"{stem}_measured")
+        written += save_figure(fig, f"{stem}_measured")
     return written
 
 
@@ -480,7 +481,7 @@ def fixed_epsilon_study(data: dict, levels: list[int], args) -> None:
         rec = prune_ratio_record(ckpt, grid=ONESHOT_GRID, epsilon=eps, examples=EXAMPLES,
                                  lanczos_steps=args.lanczos_steps, slq_probes=args.slq_probes,
                                  slq_steps=args.slq_steps, dataset=dataset)
-        safe = rec["criteria"]["magnitude"]["safe"]
+        safe = rec.criteria["magnitude"]["safe"]
         rows.append({"level": L, "density": lv["density"], "epsilon": eps,
                      **{k: v["interpolated"] for k, v in safe.items()},
                      "seconds": time.perf_counter() - t})
@@ -537,9 +538,9 @@ def main() -> None:
                      tolerance=TOLERANCE, root=args.root, dataset=dataset,
                      progress=False)
     imp_seconds = time.perf_counter() - t
-    levels = record["methods"]["imp"]
+    levels = record.methods["imp"]
     print(f"IMP: {len(levels) - 1} levels in {imp_seconds:.0f} s; dense test accuracy "
-          f"{record['dense_test_accuracy']:.2%}", flush=True)
+          f"{record.dense_test_accuracy:.2%}", flush=True)
 
     n = len(levels) - 1
     predict_at = sorted({*range(0, n + 1, args.predict_every), n})
@@ -600,9 +601,9 @@ def main() -> None:
             "oneshot_safe": "largest p of a 1/100 grid before the training loss of the "
                             "one-shot pruned w_L (no retraining) first exceeds L(w_L) + ε",
         },
-        "imp": {"trunk": record["trunk"], "rewind_step": record["rewind_step"],
-                "dense_test_accuracy": record["dense_test_accuracy"],
-                "summary": record["summary"]["imp"],
+        "imp": {"trunk": record.trunk, "rewind_step": record.rewind_step,
+                "dense_test_accuracy": record.dense_test_accuracy,
+                "summary": record.summary["imp"],
                 "levels": [{k: lv.get(k) for k in ("level", "density", "test_accuracy",
                                                     "train_accuracy", "matching",
                                                     "successive_barrier", "run_id",

@@ -35,8 +35,10 @@ import numpy as np
 from matplotlib.figure import Figure
 
 import lmc
+from lmc.core.batching import batches_of
+from lmc.core.curvature import hutchinson_trace, top_eigenpairs
+from lmc.core.operators import HessianOperator
 from lmc.files import atomic_write, read_json, write_json
-from lmc.hessian import HessianOperator, batches_of, hutchinson_trace, top_eigenpairs
 
 SIZES = (32, 64, 128, 256, 512, 1000, 2000, 4000)
 MAX_BATCH = 500  # examples per batch of the HVP (all subset sizes are multiples or below)

@@ -1,4 +1,4 @@
-"""Tests for lmc.data: loading (MNIST-1D, mocked tfds), batch order, augmentation."""
+"""Data sets (lmc.training.data): loading (MNIST-1D, mocked tfds), batch order, augmentation."""
 
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from lmc import data
-from lmc.data import (
+from lmc.errors import ConfigError, DataError
+from lmc.training import data
+from lmc.training.data import (
     DATASETS,
     augment,
     batch_indices,
@@ -23,9 +24,6 @@ from lmc.data import (
     load_dataset,
     steps_per_epoch,
 )
-from lmc.errors import ConfigError, DataError
-
-from .conftest import write_tfds_metadata as _write_tfds_metadata
 
 
 @pytest.fixture(scope="module")
@@ -222,10 +220,10 @@ def test_unknown_data_set_lists_valid_names(tmp_path):
     "name, shape, augmentation",
     [("cifar10", (32, 32, 3), "crop_flip"), ("mnist", (28, 28, 1), "none")],
 )
-def test_tfds_set_through_mock_data(tmp_path, name, shape, augmentation):
+def test_tfds_set_through_mock_data(tmp_path, tfds_metadata, name, shape, augmentation):
     # mock_data replaces every builder's data_dir by its own; with USE_FILES the metadata
     # written there makes the set count as prepared, and the records are random.
-    variant_dir = _write_tfds_metadata(tmp_path / "tfds", name, 50000, 10000, "array_record")
+    variant_dir = tfds_metadata(tmp_path / "tfds", name, 50000, 10000, "array_record")
     policy = tfds.testing.MockPolicy.USE_FILES
     with tfds.testing.mock_data(num_examples=20, policy=policy, data_dir=str(tmp_path / "tfds")):
         ds = load_dataset(name, tmp_path / "ignored", download=False)
@@ -241,8 +239,8 @@ def test_tfds_set_through_mock_data(tmp_path, name, shape, augmentation):
     np.testing.assert_array_equal(again.x_train, ds.x_train)
 
 
-def test_tfrecord_prepared_set_is_a_data_error(tmp_path):
-    _write_tfds_metadata(tmp_path, "mnist", 10, 10, "tfrecord")
+def test_tfrecord_prepared_set_is_a_data_error(tmp_path, tfds_metadata):
+    tfds_metadata(tmp_path, "mnist", 10, 10, "tfrecord")
     with pytest.raises(DataError, match="stored as tfrecord"):
         load_dataset("mnist", tmp_path, download=False)
 

@@ -1,4 +1,5 @@
-"""Interpolation and barriers, checked against direct computations."""
+"""Interpolation between two networks and the barriers of its curves, checked against
+direct computations."""
 
 import flax.linen as nn
 import jax
@@ -6,30 +7,28 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lmc.config import TrainConfig
-from lmc.errors import CheckpointError, ConfigError
-from lmc.evaluate import Evaluator
-from lmc.interpolate import (
+from lmc.core.evaluate import Evaluator
+from lmc.core.interpolate import (
     PathEvaluator,
     alpha_grid,
     barriers,
     check_same_structure,
-    interpolate_checkpoints,
     lerp,
 )
-from lmc.rng import noise_keys
-from lmc.runs import train_run
-from lmc.train import Trainer, eval_apply
-
-CONFIG = TrainConfig(model="mlp", model_options={"widths": (32, 32)}, lr=0.05, batch_size=64,
-                     duration="200it")
+from lmc.core.policy import ExecutionPolicy
+from lmc.errors import ConfigError
+from lmc.training.models import eval_apply
+from lmc.training.rng import noise_keys
+from lmc.training.trainer import Trainer
 
 
 @pytest.fixture(scope="module")
-def two_networks(mnist1d):
-    t = Trainer(CONFIG, mnist1d)
+def two_networks(mnist1d, tiny_mlp_config):
+    """Two siblings of the tiny MLP: one initialisation, different SGD noise."""
+    t = Trainer(tiny_mlp_config, mnist1d)
     start = t.init_state()
-    a, b = (t.run([start], [noise_keys(CONFIG, i)], progress=False).states[0] for i in (0, 1))
+    a, b = (t.run([start], [noise_keys(tiny_mlp_config, i)], progress=False).states[0]
+            for i in (0, 1))
     return t.module, a.params, b.params
 
 
@@ -62,9 +61,10 @@ def test_ends_equal_direct_evaluation_and_vmapped_equals_looped(two_networks, mn
     module, a, b = two_networks
     data = {"train": (mnist1d.x_train, mnist1d.y_train), "test": (mnist1d.x_test, mnist1d.y_test)}
     grid = alpha_grid(7)
-    vmapped = PathEvaluator(eval_apply(module), vectorize=True, chunk_size=3).curves(
+    vmapped = PathEvaluator(eval_apply(module), policy=ExecutionPolicy(alpha_chunk=3)).curves(
         a, b, data, alphas=grid)
-    looped = PathEvaluator(eval_apply(module), vectorize=False).curves(a, b, data, alphas=grid)
+    looped = PathEvaluator(eval_apply(module), policy=ExecutionPolicy(alpha_chunk=1)).curves(
+        a, b, data, alphas=grid)
     direct = Evaluator(eval_apply(module), batch_size=333)
     for split, (x, y) in data.items():
         # a plain Python loop over α, one network at a time (the peer scripts' way)
@@ -118,7 +118,9 @@ def test_bn_reset_equals_statistics_computed_directly():
         return model.apply({"params": p, **s}, inputs, train=True, mutable=["batch_stats"])[1]
 
     alpha = 0.3
-    evaluator = PathEvaluator(apply_fn, train_apply=train_apply, bn="reset")
+    # all α in one vmapped program (the internals below take a batch of α)
+    evaluator = PathEvaluator(apply_fn, train_apply=train_apply, bn="reset",
+                              policy=ExecutionPolicy(alpha_chunk=None))
     decay = evaluator._bn_decay(pa, state, x[0])
     np.testing.assert_allclose(decay["batch_stats"]["bn"]["mean"], 0.8, rtol=1e-6)
     stats = evaluator._reset_states(pa, pb, jnp.array([alpha]), state, x, decay)
@@ -156,34 +158,3 @@ def test_mismatched_trees_name_the_leaves():
     assert "['dense']['kernel'] shape (3, 4) vs (3, 5)" in message
     assert "['dense']['bias'] dtype float64 vs int32" in message
     assert "['out']['kernel'] only in A" in message and "['extra']['kernel'] only in B" in message
-
-
-def test_interpolate_checkpoints_end_to_end(tmp_path, mnist1d):
-    run = train_run(CONFIG, tmp_path, dataset=mnist1d, save_at=["50it"], progress=False)
-    a, b = run.checkpoint_path(50), run.checkpoint_path(200)
-    record = interpolate_checkpoints(a, b, alphas=5, dataset=mnist1d, layerwise=True)
-    assert record["bn"] == "none" and len(record["alphas"]) == 5
-    assert record["examples"] == {"train": 4000, "test": 1000}
-    history = {h["step"]: h for h in run.result()["history"]}
-    assert record["curves"]["test"]["loss"][-1] == pytest.approx(history[200]["test_loss"],
-                                                                  rel=1e-5)
-    assert [row["block"] for row in record["layerwise"]] == ["dense0", "dense1", "output"]
-    with pytest.raises(CheckpointError, match="missing.npz does not exist"):
-        interpolate_checkpoints(a, tmp_path / "missing.npz", dataset=mnist1d)
-    with pytest.raises(ConfigError, match="valid splits: test, train"):
-        interpolate_checkpoints(a, b, splits=("validation",), dataset=mnist1d)
-
-
-def test_batchnorm_network_defaults_to_reset(tmp_path, mock_cifar10):
-    """ResNet-20 on tfds mock CIFAR-10: BN statistics are re-estimated at every α."""
-    config = TrainConfig(model="resnet20", dataset="cifar10", batch_size=16, duration="2it")
-    run = train_run(config, tmp_path, dataset=mock_cifar10, save_at=["1it"], progress=False)
-    record = interpolate_checkpoints(run.checkpoint_path(1), run.checkpoint_path(2), alphas=3,
-                                     splits=("test",), dataset=mock_cifar10, bn_batch_size=32)
-    assert record["bn"] == "reset"
-    assert np.all(np.isfinite(record["curves"]["test"]["loss"]))
-    interpolated = interpolate_checkpoints(run.checkpoint_path(1), run.checkpoint_path(2),
-                                           alphas=3, splits=("test",), bn="interpolate",
-                                           dataset=mock_cifar10)
-    assert interpolated["bn"] == "interpolate"
-    assert interpolated["curves"]["test"]["loss"] != record["curves"]["test"]["loss"]

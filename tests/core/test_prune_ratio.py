@@ -1,29 +1,25 @@
-"""The safe-pruning-ratio prediction, checked against closed forms on quadratics whose
-Hessian is known, against numpy sorting, and on constructed curves."""
-
-import json
+"""The safe-pruning-ratio predictor (Paul et al. 2023, §3.3; Larsen et al. 2022; Zhang et
+al. 2024), checked against closed forms on quadratics whose Hessian is known, against numpy
+sorting, and on constructed curves."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lmc import prune
-from lmc.config import TrainConfig
-from lmc.errors import ConfigError
-from lmc.evaluate import cross_entropy
-from lmc.hessian import HessianOperator, batches_of
-from lmc.models import build_model, init_model
-from lmc.predict import (
+from lmc.core import prune
+from lmc.core.batching import batches_of
+from lmc.core.evaluate import cross_entropy
+from lmc.core.operators import HessianOperator
+from lmc.core.prune_ratio import (
     DEFAULT_GRID,
     gaussian_width_ratio,
     largest_safe_ratio,
     predict_prune_ratio,
-    prune_ratio_record,
     removed_counts,
 )
-from lmc.runs import train_run
-from lmc.train import eval_apply
+from lmc.errors import ConfigError
+from lmc.training.models import build_model, eval_apply, init_model
 
 N = 20  # prunable weights of the quadratic; 1000 / N is an integer, so k/N lies on the grid
 BIAS_CURVATURE = 0.3  # a non-prunable leaf, part of the Hessian's space but never removed
@@ -220,55 +216,3 @@ def test_errors(mlp):
     # the default ε: every example has the same loss, so its std is 0
     with pytest.raises(ConfigError, match="std of the per-example loss.*give epsilon"):
         predict_prune_ratio(op_w, lambda p, x, y: jnp.sum(p["w"] ** 4), w)
-
-
-def test_prune_ratio_record_of_a_checkpoint(tmp_path, mnist1d):
-    config = TrainConfig(model="mlp", model_options={"widths": (16,)}, lr=0.05, batch_size=64,
-                         duration="100it")
-    run = train_run(config, tmp_path, dataset=mnist1d, eval_every="100it", progress=False)
-    path = run.checkpoint_path(100)
-    grid = np.arange(1, 100) / 100
-    record = prune_ratio_record(path, grid=grid, examples=256, batch_size=128,
-                                lanczos_steps=20, slq_probes=2, slq_steps=20, dataset=mnist1d)
-    record = json.loads(json.dumps(record, allow_nan=False))
-    assert record["kind"] == "prune_ratio" and record["criterion"] == "magnitude"
-    assert record["examples"] == 256 and record["epsilon"] > 0
-    assert record["epsilon_source"] == "std of the per-example loss on the Hessian's 256 examples"
-    assert set(record["criteria"]) == {"magnitude", "random"}
-    mag, rand = record["criteria"]["magnitude"], record["criteria"]["random"]
-    assert len(mag["radius"]) == len(record["grid"]) == 99
-    assert np.all(np.isfinite(mag["rayleigh"])) and record["lambda_max"] > 0
-    for crit in (mag, rand):
-        assert set(crit["safe"]) == {"lambda_max", "quadratic", "gaussian_width"}
-        for safe in crit["safe"].values():
-            assert 0 < safe["interpolated"] < 1 and 0 <= safe["ratio"] < 1
-    # magnitude pruning removes less weight than random pruning at every ratio
-    assert np.all(np.array(mag["radius"]) <= np.array(rand["radius"]))
-    diagnostics = record["diagnostics"]
-    assert diagnostics["num_matvecs"] == diagnostics["spectrum_matvecs"] + 2 * 99
-    assert mag["curve_matvecs"] == 99
-    with pytest.raises(ConfigError, match="unknown pruning criterion 'lottery'"):
-        prune_ratio_record(path, criterion="lottery", dataset=mnist1d)
-    with pytest.raises(ConfigError, match="one global order"):
-        prune_ratio_record(path, criterion="magnitude_layerwise", dataset=mnist1d)
-    with pytest.raises(ConfigError, match="unknown"):
-        prune_ratio_record(path, keep_dense=("nope",), dataset=mnist1d)
-
-
-def test_cli_prune_ratio_writes_json_and_figure(tmp_path, mnist1d, capsys):
-    from lmc.cli import main
-
-    config = TrainConfig(model="mlp", model_options={"widths": (16,)}, batch_size=64,
-                         duration="100it")
-    run = train_run(config, tmp_path / "runs", dataset=mnist1d, progress=False)
-    out = tmp_path / "ratio.json"
-    code = main(["prune-ratio", str(run.checkpoint_path(100)), "--examples", "300",
-                 "--grid-step", "0.05", "--out", str(out)])
-    assert code == 0
-    text = capsys.readouterr().out
-    assert "C  p ≤ p_theory(R)" in text and "magnitude" in text and "random" in text
-    record = json.loads(out.read_text())
-    assert record["kind"] == "prune_ratio" and len(record["grid"]) == 19
-    assert (tmp_path / "ratio.png").is_file() and (tmp_path / "ratio.pdf").is_file()
-    assert main(["prune-ratio", str(run.checkpoint_path(100)), "--grid-step", "2"]) == 1
-    assert "grid step" in capsys.readouterr().err

@@ -4,20 +4,20 @@ import jax
 import numpy as np
 import pytest
 
-from lmc.config import TrainConfig
 from lmc.errors import ConfigError
-from lmc.instability import instability_analysis, spawn
-from lmc.runs import Run, RunSpec, ensure_checkpoint, train_run
+from lmc.training.runs import Run, RunSpec, ensure_checkpoint
+from lmc.workflows.instability import instability_analysis, spawn
+from lmc.workflows.records import InstabilityRecord
 
-CONFIG = TrainConfig(model="mlp", model_options={"widths": (32, 32)}, lr=0.05, batch_size=64,
-                     duration="200it")
+from ..conftest import TINY_MLP
+
+CONFIG = TINY_MLP
 
 
 @pytest.fixture(scope="module")
-def parent(tmp_path_factory, mnist1d):
-    root = tmp_path_factory.mktemp("runs")
-    return train_run(CONFIG, root, dataset=mnist1d, save_at=["40it"], eval_every="100it",
-                     progress=False)
+def parent(trained_run):
+    """The session's shared run of CONFIG, with a checkpoint at step 40."""
+    return trained_run
 
 
 def test_children_differ_only_in_data_order_and_augmentation(parent, mnist1d):
@@ -70,9 +70,10 @@ def test_ensure_checkpoint_recreates_a_missing_step_exactly(parent, mnist1d):
 def test_instability_analysis_record(tmp_path, mnist1d):
     record = instability_analysis(CONFIG, ["0it", "40it"], children=3, root=tmp_path,
                                   alphas=5, dataset=mnist1d, progress=False)
-    assert record["kind"] == "instability" and record["children"] == 3
-    assert [p["step"] for p in record["points"]] == [0, 40]
-    for point in record["points"]:
+    assert isinstance(record, InstabilityRecord)
+    assert record.to_json()["kind"] == "instability" and record.children == 3
+    assert [p["step"] for p in record.points] == [0, 40]
+    for point in record.points:
         assert point["error_barrier"]["n"] == 3  # pairs of 3 children
         values = [p["barriers"]["test"]["error"]["mean"] for p in point["pairs"]]
         assert point["error_barrier"]["mean"] == pytest.approx(np.mean(values))

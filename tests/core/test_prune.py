@@ -1,6 +1,6 @@
-"""Pruning masks and criteria, each checked against an independent computation: numpy
-sorts for the selection rule, finite differences (SNIP), the exact Hessian by
-`jax.hessian` in float64 (GraSP) and SynFlow's closed-form path sums on two-layer nets."""
+"""Pruning criteria, each checked against an independent computation: numpy sorts for the
+selection rule, finite differences (SNIP), the exact Hessian by `jax.hessian` in float64
+(GraSP) and SynFlow's closed-form path sums on two-layer nets."""
 
 import math
 
@@ -10,77 +10,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from lmc.core.batching import batches_of
+from lmc.core.masks import count_alive, dense_mask, density, flat_prunable, prune_count
+from lmc.core.prune import CRITERIA, prune, prune_by_scores, removal_order, scores
 from lmc.errors import ConfigError
-from lmc.hessian import batches_of
-from lmc.models import build_model, init_model
-from lmc.prune import (
-    CRITERIA,
-    count_alive,
-    dense_mask,
-    density,
-    flat_prunable,
-    layer_densities,
-    prune,
-    prune_by_scores,
-    prune_count,
-    reinitialize,
-    removal_order,
-    scores,
-    shuffle_mask,
-)
-from lmc.train import eval_apply
+from lmc.training.models import build_model, eval_apply, init_model
 
-
-def tiny(widths=(4,), inputs=5, classes=3, seed=0):
-    """A 2-layer MLP: dense0/kernel (5, 4) and output/kernel (4, 3) by default."""
-    module = build_model("mlp", classes, widths=widths)
-    params, state = init_model(module, jax.random.key(seed), (inputs,))
-    return module, params, state
-
-
-def tied_params(seed=0):
-    """The tiny MLP with kernels in {0, ±0.5, …, ±1.5}: many ties, and a -0.0."""
-    _, params, _ = tiny()
-    rng = np.random.default_rng(seed)
-
-    def draw(a):
-        return (rng.integers(-3, 4, np.shape(a)) * 0.5).astype(np.float32)
-
-    params = jax.tree.map(draw, params)
-    params["dense0"]["kernel"][0, 0] = -0.0
-    params["dense0"]["kernel"][0, 1] = 0.0
-    return params
-
-
-def expected_removed(flat_scores, flat_live, n, invert=False):
-    """Flat indices of the n live weights with the lowest scores, ties by position."""
-    key = -np.asarray(flat_scores) if invert else np.asarray(flat_scores)
-    live = np.flatnonzero(flat_live)
-    return np.sort(live[np.argsort(key[live], kind="stable")][:n])
-
-
-def removed_between(before, after):
-    b, a = np.asarray(flat_prunable(before)), np.asarray(flat_prunable(after))
-    assert not np.any(a & ~b), "a pruned weight came back"
-    return np.flatnonzero(b & ~a)
-
-
-def test_dense_mask_density_and_layer_densities():
-    _, params, _ = tiny()
-    mask = dense_mask(params)
-    assert jax.tree.structure(mask) == jax.tree.structure(params)
-    assert all(m.dtype == bool and m.all() for m in jax.tree.leaves(mask))
-    assert count_alive(mask) == 5 * 4 + 4 * 3
-    mask["output"]["kernel"][0] = False
-    assert count_alive(mask) == 32 - 3 and density(mask) == pytest.approx(29 / 32)
-    assert density(mask, keep_dense=("output",)) == 1.0
-    assert layer_densities(mask) == {"dense0": 1.0, "output": 0.75}
-
-
-def test_prune_count_is_exact():
-    assert prune_count(0.7, 10) == 7  # 0.7 * 10 == 7.000000000000001 in floating point
-    assert prune_count(0.2, 1) == 1 and prune_count(0.2, 0) == 0
-    assert prune_count(0.2, 1001) == 201
+from .trees import expected_removed, removed_between, tied_params, tiny
 
 
 def test_magnitude_removes_the_smallest_with_ties_by_position_and_never_revives():
@@ -182,28 +118,6 @@ def test_iterating_magnitude_changes_nothing():
     one = prune(params, None, 0.6)
     many = prune(params, None, 0.6, rounds=7)
     assert jax.tree.all(jax.tree.map(np.array_equal, one, many))
-
-
-def test_shuffle_keeps_layer_densities_and_moves_positions():
-    _, params, _ = tiny(widths=(32,), inputs=10)
-    mask = prune(params, None, 0.7, "magnitude_layerwise")
-    shuffled = shuffle_mask(mask, jax.random.key(0))
-    assert layer_densities(shuffled) == layer_densities(mask)
-    assert not np.array_equal(shuffled["dense0"]["kernel"], mask["dense0"]["kernel"])
-    assert shuffled["dense0"]["bias"].all()
-    kept = shuffle_mask(mask, jax.random.key(0), keep_dense=("output",))
-    np.testing.assert_array_equal(kept["output"]["kernel"], mask["output"]["kernel"])
-    np.testing.assert_array_equal(kept["dense0"]["kernel"], shuffled["dense0"]["kernel"])
-
-
-def test_reinitialize_keeps_the_mask_and_takes_fresh_values():
-    module, params, _ = tiny()
-    fresh, _ = init_model(module, jax.random.key(7), (5,))
-    mask = prune(params, None, 0.5)
-    out = reinitialize(mask, fresh)
-    for o, f, m in zip(jax.tree.leaves(out), jax.tree.leaves(fresh), jax.tree.leaves(mask),
-                       strict=True):
-        np.testing.assert_array_equal(np.asarray(o), np.where(m, f, 0))
 
 
 # ------------------------------------------------------------- scores by hand

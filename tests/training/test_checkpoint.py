@@ -1,11 +1,13 @@
+"""Checkpoint files: round trip, and readable errors for anything else."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
 
-from lmc.checkpoint import load_checkpoint, save_checkpoint
 from lmc.errors import CheckpointError
+from lmc.training.checkpoint import load_checkpoint, save_checkpoint
 
 
 def _tree():

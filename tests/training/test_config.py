@@ -1,11 +1,13 @@
+"""Training configs, durations, schedules, optimizers and the noise keys."""
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lmc.config import Duration, TrainConfig
 from lmc.errors import ConfigError
-from lmc.rng import noise_keys
-from lmc.train import learning_rate_schedule, make_optimizer
+from lmc.training.config import Duration, TrainConfig
+from lmc.training.rng import noise_keys
+from lmc.training.trainer import learning_rate_schedule, make_optimizer
 
 
 def test_duration_parsing():

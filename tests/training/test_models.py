@@ -1,4 +1,5 @@
-"""Tests for lmc.models: parameter counts against the papers, the functional interface."""
+"""Models (lmc.training.models): parameter counts against the papers, the functional
+interface, the registry and the execution policy of each model kind."""
 
 from __future__ import annotations
 
@@ -8,15 +9,20 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from lmc.core.masks import prunable
+from lmc.core.policy import ExecutionPolicy
 from lmc.errors import ConfigError
-from lmc.models import (
+from lmc.training.models import (
     MODELS,
     OUTPUT_LAYER,
     apply_model,
     build_model,
     count_params,
+    eval_apply,
     init_model,
-    prunable,
+    model_from_description,
+    policy_for,
+    train_apply,
     uses_convolutions,
 )
 
@@ -106,15 +112,6 @@ def test_prunable_marks_exactly_the_kernels_and_output_is_named(name):
     assert params[OUTPUT_LAYER]["kernel"].shape[-1] == 10
 
 
-def test_prunable_on_a_foreign_tree():
-    params = {"enc": {"kernel": 1, "bias": 2, "scale": 3}, "kernel": 4, "embedding": 5}
-    assert prunable(params) == {
-        "enc": {"kernel": True, "bias": False, "scale": False},
-        "kernel": True,
-        "embedding": False,
-    }
-
-
 def test_resnet20_state_updates_in_train_mode_only():
     module = build_model("resnet20", 10)
     params, state = init_model(module, jax.random.key(0), (8, 8, 3))
@@ -190,14 +187,41 @@ def test_dropout_key_reaches_user_models():
     assert uses_convolutions(module)  # unknown modules: the batching-safe answer
 
 
-def test_uses_convolutions():
+def test_uses_convolutions_and_the_policy_it_picks():
     dense = {"mlp", "lenet_300_100"}
     for name in MODELS:
-        assert uses_convolutions(build_model(name, 10)) == (name not in dense)
+        module = build_model(name, 10)
+        assert uses_convolutions(module) == (name not in dense)
+        assert policy_for(module) == ExecutionPolicy.for_model(name not in dense)
+    cpu_conv = ExecutionPolicy.for_model(True, "cpu")
+    assert not cpu_conv.vmap_siblings and cpu_conv.alpha_chunk == 1  # XLA CPU convolutions
+    assert ExecutionPolicy.for_model(False, "cpu").vmap_siblings
+    assert ExecutionPolicy.for_model(True, "gpu") == ExecutionPolicy()  # everything vmapped
 
 
-def test_registry_is_sorted():
-    assert MODELS == tuple(sorted(MODELS))
+@pytest.mark.parametrize("name", MODELS)
+def test_every_registered_name_builds_and_runs_from_its_description(name):
+    input_shape = {"mlp": (40, 1), "conv1d": (40, 1), "lenet_300_100": (28, 28, 1)}
+    shape = input_shape.get(name, CIFAR)
+    module = build_model(name, 10)
+    assert isinstance(module, nn.Module)
+    rebuilt = model_from_description({"name": name, "num_classes": 10, "options": {}})
+    assert rebuilt == module  # a checkpoint's description names the same network
+    params, state = jax.eval_shape(lambda key: init_model(module, key, shape), jax.random.key(0))
+    x = jax.ShapeDtypeStruct((2, *shape), jnp.float32)
+    logits = jax.eval_shape(eval_apply(module), params, state, x)
+    assert logits.shape == (2, 10)
+    new_state = jax.eval_shape(train_apply(module), params, state, x)
+    assert jax.tree.structure(new_state) == jax.tree.structure(state)
+
+
+def test_lmc_list_names_exactly_the_registry(capsys):
+    from lmc.cli import main
+
+    assert main(["list"]) in (0, None)
+    lines = capsys.readouterr().out.splitlines()
+    models = next(line for line in lines if line.startswith("models:"))
+    assert models.split(":", 1)[1].strip().split(", ") == list(MODELS)
     assert {"mlp", "lenet_300_100", "conv1d", "resnet20", "vgg16"} <= set(MODELS)
 
 

@@ -10,17 +10,20 @@ import jax
 import numpy as np
 import pytest
 
-import lmc.runs
-from lmc.checkpoint import load_checkpoint
-from lmc.config import TrainConfig
-from lmc.runs import Run, RunSpec, train_run, train_runs
+import lmc.training.runs
+from lmc.errors import CheckpointError
+from lmc.training.checkpoint import load_checkpoint
+from lmc.training.config import TrainConfig
+from lmc.training.runs import Run, RunSpec, train_run, train_runs
 
-CONFIG = TrainConfig(model="mlp", model_options={"widths": (32, 32)}, lr=0.05, batch_size=64,
-                     duration="300it")
+from ..conftest import SAVE_AT, TINY_MLP
+
+CONFIG = TINY_MLP
+END = 200  # the last step of CONFIG
 
 
 def _final_arrays(run: Run) -> dict:
-    with np.load(run.checkpoint_path(300)) as npz:
+    with np.load(run.checkpoint_path(END)) as npz:
         return {k: npz[k] for k in npz.files if k != "__meta__"}
 
 
@@ -33,10 +36,14 @@ def _assert_same_run(a: Run, b: Run) -> None:
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory, mnist1d):
-    root = tmp_path_factory.mktemp("reference")
-    return train_run(CONFIG, root, dataset=mnist1d, save_at=["50it"], eval_every="100it",
-                     progress=False)
+def reference(trained_run):
+    """The session's shared run of CONFIG (checkpoints at SAVE_AT, evaluations every 100)."""
+    return trained_run
+
+
+def test_final_checkpoint_is_the_last_step(reference):
+    assert reference.final_checkpoint() == reference.checkpoint_path(END)
+    assert reference.load().step == END
 
 
 def test_run_id_hashes_result_changing_settings():
@@ -49,31 +56,31 @@ def test_run_id_hashes_result_changing_settings():
 
 def test_finished_run_is_reused(reference, mnist1d, monkeypatch):
     assert reference.finished
-    assert 50 in reference.saved_steps() and 300 in reference.saved_steps()
-    assert len(reference.saved_steps()) <= 5  # 0, 50, 300 and two rolling ones
+    assert {0, 40, 50, END} <= set(reference.saved_steps())
+    assert len(reference.saved_steps()) <= 6  # 0, 40, 50, 200 and two rolling ones
 
     def fail(*args, **kwargs):
         raise AssertionError("a finished run must not train again")
 
-    monkeypatch.setattr(lmc.runs, "Trainer", fail)
+    monkeypatch.setattr(lmc.training.runs, "Trainer", fail)
     again = train_run(CONFIG, reference.root, dataset=mnist1d, progress=False)
     assert again.dir == reference.dir
 
 
 def test_checkpoint_describes_its_network(reference):
-    c = reference.load(300)
-    assert c.step == 300
+    c = reference.load(END)
+    assert c.step == END
     assert c.meta["model"] == {"name": "mlp", "options": {"widths": [32, 32]}, "num_classes": 10,
                                "input_shape": [40, 1]}
     assert c.meta["data"]["name"] == "mnist1d"
     assert c.meta["seeds"] == {"init": 0, "data": 0, "augment": 0, "dropout": 0}
     assert c.meta["spec"]["config"]["lr"] == 0.05
-    assert c.meta["history"][-1]["step"] == 300
+    assert c.meta["history"][-1]["step"] == END
 
 
 def test_interrupted_run_resumes_bit_identical(reference, mnist1d, tmp_path, monkeypatch):
     calls = {"n": 0}
-    real_save = lmc.runs.save_checkpoint
+    real_save = lmc.training.runs.save_checkpoint
 
     def save_then_die(*args, **kwargs):
         calls["n"] += 1
@@ -81,22 +88,22 @@ def test_interrupted_run_resumes_bit_identical(reference, mnist1d, tmp_path, mon
             raise KeyboardInterrupt
         return real_save(*args, **kwargs)
 
-    monkeypatch.setattr(lmc.runs, "save_checkpoint", save_then_die)
+    monkeypatch.setattr(lmc.training.runs, "save_checkpoint", save_then_die)
     with pytest.raises(KeyboardInterrupt):
-        train_run(CONFIG, tmp_path, dataset=mnist1d, save_at=["50it"], eval_every="100it",
+        train_run(CONFIG, tmp_path, dataset=mnist1d, save_at=list(SAVE_AT), eval_every="100it",
                   progress=False)
-    monkeypatch.setattr(lmc.runs, "save_checkpoint", real_save)
+    monkeypatch.setattr(lmc.training.runs, "save_checkpoint", real_save)
     run = Run(tmp_path, RunSpec(CONFIG))
-    assert not run.finished and max(run.saved_steps()) < 300
-    resumed = train_run(CONFIG, tmp_path, dataset=mnist1d, save_at=["50it"], eval_every="100it",
-                        progress=False)
+    assert not run.finished and max(run.saved_steps()) < END
+    resumed = train_run(CONFIG, tmp_path, dataset=mnist1d, save_at=list(SAVE_AT),
+                        eval_every="100it", progress=False)
     _assert_same_run(resumed, reference)
 
 
 def test_killed_process_resumes_bit_identical(reference, mnist1d, tmp_path, data_dir):
     """SIGKILL the `lmc train` process mid-run, then finish the run and compare."""
     cmd = [sys.executable, "-m", "lmc.cli", "train", "--model", "mlp", "--model-option",
-           "widths=32,32", "--lr", "0.05", "--batch-size", "64", "--duration", "300it",
+           "widths=32,32", "--lr", "0.05", "--batch-size", "64", "--duration", f"{END}it",
            "--save-at", "50it", "--eval-every", "20it", "--runs", str(tmp_path),
            "--data-dir", str(data_dir), "--no-progress"]
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
@@ -104,13 +111,13 @@ def test_killed_process_resumes_bit_identical(reference, mnist1d, tmp_path, data
     run = Run(tmp_path, RunSpec(CONFIG))
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
-        if any(0 < s < 300 for s in run.saved_steps()):
+        if any(0 < s < END for s in run.saved_steps()):
             break
         time.sleep(0.002)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not run.finished, "the process finished before it could be killed"
-    resumed = train_runs([RunSpec(CONFIG)], tmp_path, dataset=mnist1d, save_at=["50it"],
+    resumed = train_runs([RunSpec(CONFIG)], tmp_path, dataset=mnist1d, save_at=list(SAVE_AT),
                          eval_every="20it", progress=False)[0]
     fa, fb = _final_arrays(resumed), _final_arrays(reference)
     for k in fa:
@@ -127,16 +134,16 @@ def test_child_run_records_parent_and_starts_from_its_checkpoint(reference, mnis
     start = child.load(50)
     parent50 = reference.load(50)
     jax.tree.map(np.testing.assert_array_equal, start.params, parent50.params)
-    assert child.load(300).meta["spec"]["parent"] == reference.spec.run_id
+    assert child.load(END).meta["spec"]["parent"] == reference.spec.run_id
 
 
 def test_missing_parent_checkpoint_is_named(reference, mnist1d):
     spec = RunSpec(CONFIG, parent=reference.spec.run_id, start_step=70)
-    message = "has no checkpoint at step 70; saved steps: 0, 50"
-    with pytest.raises(lmc.CheckpointError, match=message):
+    message = "has no checkpoint at step 70; saved steps: 0, 40, 50"
+    with pytest.raises(CheckpointError, match=message):
         train_run(spec, reference.root, dataset=mnist1d, progress=False)
 
 
 def test_load_checkpoint_directly(reference):
-    c = load_checkpoint(reference.checkpoint_path(300))
+    c = load_checkpoint(reference.checkpoint_path(END))
     assert c.opt_state is None and c.params["output"]["kernel"].shape == (32, 10)

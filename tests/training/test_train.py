@@ -1,5 +1,6 @@
 """Training: determinism, masks, the sibling axis, divergence, sharding."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -11,14 +12,19 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lmc.config import TrainConfig
+from lmc.core.masks import prunable
+from lmc.core.policy import ExecutionPolicy
 from lmc.errors import TrainingDiverged
-from lmc.models import prunable
-from lmc.rng import noise_keys
-from lmc.train import Trainer, train
+from lmc.training.config import TrainConfig
+from lmc.training.rng import noise_keys
+from lmc.training.trainer import Trainer, train
 
-SMALL = TrainConfig(model="mlp", model_options={"widths": (32, 32)}, lr=0.05, batch_size=64,
-                    duration="60it")
+from ..conftest import TINY_MLP
+
+SMALL = TINY_MLP.replace(duration="60it")
+# The MLP's policy on the CPU with the sibling axis vmapped or looped.
+VMAP = ExecutionPolicy.for_model(convolutional=False, backend="cpu")
+LOOP = dataclasses.replace(VMAP, vmap_siblings=False)
 
 
 def _equal(a, b):
@@ -45,7 +51,8 @@ def test_training_learns_and_is_deterministic(mnist1d):
 def test_scan_dispatch_matches_one_step_per_dispatch(mnist1d):
     runs = []
     for k in (1, 25):
-        t = Trainer(SMALL, mnist1d, steps_per_dispatch=k)
+        t = Trainer(SMALL, mnist1d, policy=dataclasses.replace(VMAP, steps_per_dispatch=k))
+        assert t.steps_per_dispatch == k
         runs.append(t.run([t.init_state()], [noise_keys(SMALL)], progress=False).states[0])
     assert _close(runs[0].params, runs[1].params)
 
@@ -73,7 +80,8 @@ def test_mask_keeps_pruned_weights_exactly_zero(mnist1d):
 @pytest.mark.parametrize("strategy", ["vmap", "loop"])
 def test_siblings_together_equal_each_sibling_alone(mnist1d, strategy):
     config = SMALL.replace(duration="80it")
-    group = Trainer(config, mnist1d, siblings=3, strategy=strategy)
+    group = Trainer(config, mnist1d, siblings=3, policy=VMAP if strategy == "vmap" else LOOP)
+    assert group.strategy == strategy
     start = group.init_state()
     together = group.run([start] * 3, [noise_keys(config, i) for i in range(3)],
                          eval_every=40, progress=False)
@@ -98,13 +106,14 @@ def test_sibling_axis_is_sharded_over_devices(tmp_path, data_dir, mnist1d):
     """On 4 simulated CPU devices, 4 vmapped siblings spread over all and give the same result."""
     script = textwrap.dedent(f"""
         import json, jax, numpy as np
-        from lmc.config import TrainConfig
-        from lmc.data import load_dataset
-        from lmc.rng import noise_keys
-        from lmc.train import Trainer
+        from lmc.core.policy import ExecutionPolicy
+        from lmc.training.config import TrainConfig
+        from lmc.training.data import load_dataset
+        from lmc.training.rng import noise_keys
+        from lmc.training.trainer import Trainer
         config = TrainConfig.from_dict(json.loads({json.dumps(SMALL.to_dict())!r}))
         ds = load_dataset("mnist1d", {str(data_dir)!r})
-        t = Trainer(config, ds, siblings=4, strategy="vmap")
+        t = Trainer(config, ds, siblings=4, policy=ExecutionPolicy(vmap_siblings=True))
         start = t.init_state()
         keys = [noise_keys(config, i) for i in range(4)]
         placed, _ = t._place([start] * 4, keys)[0]
@@ -139,3 +148,16 @@ def test_trains_on_tfds_mock_data_with_augmentation_and_batchnorm(mock_cifar10):
     final = out.states[0]
     assert int(final.step) == 2 and np.isfinite(out.history[0][-1]["train_loss"])
     assert not _equal(start.state["batch_stats"], final.state["batch_stats"])
+
+
+def test_default_policy_follows_the_model_kind(mnist1d, tiny_conv1d_config):
+    """Without a policy the trainer takes its model's: convolutions on the CPU train as a
+    loop of one step per dispatch, dense models vmapped with many steps per dispatch."""
+    conv = Trainer(tiny_conv1d_config, mnist1d, siblings=2)
+    assert conv.policy == ExecutionPolicy.for_model(True)
+    dense = Trainer(SMALL, mnist1d, siblings=2)
+    assert dense.policy == ExecutionPolicy.for_model(False)
+    if conv.policy == ExecutionPolicy.for_model(True, "cpu"):
+        assert (conv.strategy, conv.steps_per_dispatch) == ("loop", 1)
+        assert (dense.strategy, dense.steps_per_dispatch) == ("vmap", 100)
+    assert Trainer(SMALL, mnist1d).strategy == "loop"  # one sibling: nothing to vmap

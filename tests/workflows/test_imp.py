@@ -8,16 +8,18 @@ import numpy as np
 import optax
 import pytest
 
-from lmc.checkpoint import load_checkpoint
-from lmc.cli import main
-from lmc.config import TrainConfig
 from lmc.errors import ConfigError
-from lmc.imp import levels_for, run_imp
-from lmc.runs import Run, RunSpec
-from lmc.train import make_optimizer
+from lmc.training.checkpoint import load_checkpoint
+from lmc.training.runs import Run, RunSpec
+from lmc.training.trainer import make_optimizer
+from lmc.workflows.imp import METHODS, ImpSettings, levels_for, run_imp
+from lmc.workflows.interpolation import interpolate_checkpoints
+from lmc.workflows.records import ImpRecord
 
-CONFIG = TrainConfig(model="mlp", model_options={"widths": (32, 32)}, lr=0.05, batch_size=64,
-                     duration="150it")
+from ..conftest import TINY_MLP
+
+# IMP's own trunk (its tests delete level checkpoints, so not the session's shared run).
+CONFIG = TINY_MLP.replace(duration="150it")
 REWIND = 20
 
 
@@ -40,11 +42,12 @@ def test_levels_for_target_density():
 
 
 def test_levels_rewind_to_the_trunk_weights_at_k(two_levels, root):
-    trunk = Run.open(root / two_levels["trunk"])
+    assert isinstance(two_levels, ImpRecord)
+    trunk = Run.open(root / two_levels.trunk)
     w_k = trunk.load(REWIND)
     tx = make_optimizer(CONFIG, 4000 // 64)
     previous = None
-    for level in two_levels["methods"]["imp"][1:]:
+    for level in two_levels.methods["imp"][1:]:
         run = Run.open(root / level["run_id"])
         assert run.spec.parent == trunk.spec.run_id and run.spec.start_step == REWIND
         start = run.load(REWIND, tx.init(w_k.params))
@@ -67,17 +70,38 @@ def test_levels_rewind_to_the_trunk_weights_at_k(two_levels, root):
             for m, pm in zip(jax.tree.leaves(start.mask), jax.tree.leaves(prev_mask), strict=True):
                 assert not np.any(np.asarray(m) & ~np.asarray(pm))
         previous = (alive, start.mask)
-        assert level["successive_barrier"]["error"] >= 0
+
+
+def test_successive_barriers_are_the_interpolation_between_levels(two_levels, mnist1d):
+    """The stored barrier between levels L−1 and L is the mean test error barrier of an
+    independent interpolation between their checkpoints, whose ends are the two levels'
+    own test errors."""
+    levels = two_levels.methods["imp"]
+    assert "successive_barrier" not in levels[0]  # the trunk has no level before it
+    for before, level in zip(levels, levels[1:], strict=False):
+        record = interpolate_checkpoints(before["checkpoint"], level["checkpoint"], alphas=5,
+                                         splits=("test",), dataset=mnist1d)
+        error = np.asarray(record.curves["test"]["error"])
+        assert error[0] == pytest.approx(1 - before["test_accuracy"], abs=1e-6)
+        assert error[-1] == pytest.approx(1 - level["test_accuracy"], abs=1e-6)
+        barrier = level["successive_barrier"]
+        assert barrier["error"] == pytest.approx(record.barriers["test"]["error"]["mean"],
+                                                 abs=1e-9)
+        assert barrier["loss"] == pytest.approx(record.barriers["test"]["loss"]["mean"],
+                                                rel=1e-6)
+        assert barrier["error"] == pytest.approx(error.max() - 0.5 * (error[0] + error[-1]),
+                                                 abs=1e-6)
+        assert barrier["error"] >= 0.5 * abs(error[0] - error[-1]) - 1e-9
 
 
 def test_longer_run_reuses_levels_and_resume_gives_the_same_masks(two_levels, root, mnist1d):
     # Interrupt level 2: drop its result and its final checkpoint.
-    level2 = Run.open(root / two_levels["methods"]["imp"][2]["run_id"])
+    level2 = Run.open(root / two_levels.methods["imp"][2]["run_id"])
     (level2.dir / "result.json").unlink()
     level2.checkpoint_path(150).unlink()
     longer = run_imp(CONFIG, levels=3, rewind=REWIND, keep_dense=("output",), root=root,
                  dataset=mnist1d, alphas=5, progress=False)
-    old, new = two_levels["methods"]["imp"], longer["methods"]["imp"]
+    old, new = two_levels.methods["imp"], longer.methods["imp"]
     assert [lv["mask_id"] for lv in new[:3]] == [lv["mask_id"] for lv in old]
     assert new[1]["train_seconds"] is None  # reused
     assert new[2]["train_seconds"] is not None  # resumed
@@ -91,24 +115,24 @@ def test_baselines_share_the_schedule(root, mnist1d):
                      progress=False, keep_dense=("output",),
                      baselines=("random", "shuffle", "reinit", "invert"),
                      successive_barriers=False)
-    imp_levels = record["methods"]["imp"]
+    imp_levels = record.methods["imp"]
     for method in ("random", "shuffle", "reinit", "invert"):
-        levels = record["methods"][method]
+        levels = record.methods[method]
         assert [lv["level"] for lv in levels] == [0, 1]
         for a, b in zip(levels, imp_levels, strict=True):
             assert a["density"] == pytest.approx(b["density"], abs=1e-9)
     # shuffle keeps each layer's density; reinit keeps IMP's mask with other weights
     level = 1
     imp_ckpt = load_checkpoint(imp_levels[level]["checkpoint"])
-    shuffled = load_checkpoint(record["methods"]["shuffle"][level]["checkpoint"])
+    shuffled = load_checkpoint(record.methods["shuffle"][level]["checkpoint"])
     for a, b in zip(jax.tree.leaves(imp_ckpt.mask), jax.tree.leaves(shuffled.mask),
                     strict=True):
         assert np.sum(a) == np.sum(b)
-    reinit = Run.open(root / record["methods"]["reinit"][level]["run_id"])
+    reinit = Run.open(root / record.methods["reinit"][level]["run_id"])
     assert reinit.spec.reinit is not None
     assert reinit.spec.mask == imp_levels[level]["mask_id"]
     start = reinit.load(REWIND)
-    trunk = Run.open(root / record["trunk"]).load(REWIND)
+    trunk = Run.open(root / record.trunk).load(REWIND)
     kernel = np.asarray(start.params["dense0"]["kernel"])
     live = np.asarray(start.mask["dense0"]["kernel"])
     assert not np.allclose(kernel[live], np.asarray(trunk.params["dense0"]["kernel"])[live])
@@ -125,10 +149,28 @@ def test_errors(root, mnist1d):
     with pytest.raises(ConfigError, match="rewind"):
         run_imp(CONFIG, levels=1, rewind="150it", root=root, dataset=mnist1d)
     assert RunSpec(CONFIG).to_dict().get("reinit", "absent") == "absent"
+    with pytest.raises(ConfigError, match="valid pruning criteria"):
+        ImpSettings(levels=1, criterion="lottery")
+
+
+def test_methods_are_registered_strategies():
+    assert set(METHODS) == {"imp", "random", "invert", "shuffle", "reinit"}
+    assert len({m.stream for m in METHODS.values()}) == len(METHODS)  # distinct randomness
+    assert {name for name, m in METHODS.items() if m.from_imp} == {"shuffle", "reinit"}
+
+
+def test_settings_object_equals_keyword_fields(two_levels, root, mnist1d):
+    """`run_imp(config, ImpSettings(...))` is `run_imp(config, **fields)`: the same levels."""
+    settings = ImpSettings(levels=2, rewind=REWIND, keep_dense=("output",), alphas=5)
+    again = run_imp(CONFIG, settings, root=root, dataset=mnist1d, progress=False)
+    assert [lv["mask_id"] for lv in again.methods["imp"]] == [
+        lv["mask_id"] for lv in two_levels.methods["imp"]]
 
 
 def test_cli_imp_writes_json_and_figures(tmp_path, capsys):
-    out = tmp_path / "imp.json"
+    from lmc.cli import main
+
+    out = tmp_path / "imp.json"  # the data set: LMC_DATA_DIR, a temporary directory
     code = main(["imp", "--model", "mlp", "--model-option", "widths=16", "--batch-size", "64",
                  "--duration", "100it", "--levels", "2", "--rewind", "10it",
                  "--baselines", "random", "--alphas", "5", "--runs", str(tmp_path / "runs"),
@@ -155,22 +197,26 @@ def test_adaptive_schedule_stops_and_baselines_follow_it(root, mnist1d):
     record = run_imp(CONFIG, levels=5, fraction=fraction, rewind=REWIND, root=root,
                      dataset=mnist1d, baselines=("random",), alphas=5, progress=False)
     assert [c[0] for c in calls] == [1, 2, 3]  # asked for IMP only, with its own solutions
-    assert calls[0][1] == record["methods"]["imp"][0]["checkpoint"]
+    assert calls[0][1] == record.methods["imp"][0]["checkpoint"]
     for method in ("imp", "random"):
-        levels = record["methods"][method]
+        levels = record.methods[method]
         assert [lv["fraction"] for lv in levels[1:]] == [0.5, 0.3]
         assert levels[2]["density"] == pytest.approx(0.5 * 0.7, abs=0.01)
-    assert record["adaptive"] and record["fraction"] is None
+    assert record.adaptive and record.fraction is None
 
 
 def test_adaptive_fraction_predicts_from_the_checkpoint(two_levels, mnist1d):
-    from lmc.imp import AdaptiveFraction
+    from lmc.workflows.prune_ratio import AdaptiveFraction
 
     adaptive = AdaptiveFraction(examples=500, grid_step=0.05, floor=0.05, dataset=mnist1d)
-    f = adaptive(1, two_levels["methods"]["imp"][0]["checkpoint"])
+    f = adaptive(1, two_levels.methods["imp"][0]["checkpoint"])
     (prediction,) = adaptive.predictions
     assert prediction["lambda_max"] > 0 and prediction["epsilon"] > 0
-    assert f is None or 0.05 <= f <= 0.9
-    assert f is None or f == pytest.approx(min(prediction["safe_ratio"], 0.9))
+    # the dense trunk is far from too steep: the schedule prunes, by the predicted ratio
+    assert f is not None and 0 < f < 1
+    assert 0.05 <= f <= 0.9
+    assert f == pytest.approx(min(prediction["safe_ratio"], 0.9))
+    assert prediction["fraction"] == f and prediction["level"] == 1
+    assert adaptive.epsilon == prediction["epsilon"]  # ε is fixed for the later levels
     with pytest.raises(ConfigError, match="valid estimators"):
         AdaptiveFraction("curvature")
