@@ -16,7 +16,7 @@ from lmc.workflows.records import (
     record_from_json,
 )
 
-FIGURES = Path(__file__).resolve().parent.parent / "figures"
+FIGURES = Path(__file__).resolve().parents[2] / "figures"
 
 
 def interpolation() -> InterpolationRecord:
