@@ -5,6 +5,11 @@ Batch 128, SGD with momentum 0.9. Rows, per model:
 - **lmc**: `lmc.Trainer` with S siblings, strategy "vmap" or "loop" and K steps per
   dispatch. Timed through `Trainer._advance`, the hot loop of `Trainer.run` (dispatches
   of K steps whose losses stay on the device), so no evaluation is included.
+- **jax scan (fixed batch)**: the ceiling. The same model, loss and optimizer as lmc's
+  step, one fixed batch and no data pipeline, K steps in one `lax.scan` per dispatch, K
+  as lmc's policy picks for the model (100 for dense models; 1 for convolutional ones on
+  the CPU, where a scan of convolutions is slower): the fastest this step runs. Every
+  row's `x ceiling` is its ratio to it.
 - **jax loop**: the reference. The same flax model and optax optimizer, one `jax.jit`
   step per call, batches gathered on the host with numpy (a permutation per epoch) and
   fed to every step; augmentation (ResNet-20 only) runs inside the step with `lmc.augment`.
@@ -42,6 +47,9 @@ import optax
 from _common import machine_info, package_version, write_results
 
 import lmc
+from lmc.training.data import augment
+from lmc.training.rng import noise_keys, stream_key
+from lmc.training.trainer import make_optimizer
 
 BATCH_SIZE = 128
 # Longer than any measurement: the (cosine) schedule never reaches its end.
@@ -89,6 +97,9 @@ class Case:
         return self.dispatch or 1
 
 
+CEILING = "jax scan (fixed batch)"
+
+
 # ----------------------------------------------------------------------------- runners
 
 
@@ -97,9 +108,9 @@ class LmcRunner:
 
     def __init__(self, config: lmc.TrainConfig, dataset: lmc.Dataset, siblings: int,
                  strategy: str, dispatch: int):
-        self.trainer = lmc.Trainer(config, dataset, siblings=siblings, strategy=strategy,
-                                   steps_per_dispatch=dispatch)
-        keys = [lmc.noise_keys(config, i) for i in range(siblings)]
+        policy = lmc.ExecutionPolicy(vmap_siblings=strategy == "vmap", steps_per_dispatch=dispatch)
+        self.trainer = lmc.Trainer(config, dataset, siblings=siblings, policy=policy)
+        keys = [noise_keys(config, i) for i in range(siblings)]
         self.current = self.trainer._place([self.trainer.init_state()] * siblings, keys)
         self.dispatch = dispatch
 
@@ -111,27 +122,59 @@ class LmcRunner:
         jax.block_until_ready((self.current, losses))
 
 
+class FixedBatchScan:
+    """lmc's training step (same model, loss, optimizer) on one fixed batch, K per dispatch."""
+
+    def __init__(self, config: lmc.TrainConfig, dataset: lmc.Dataset, dispatch: int):
+        trainer = lmc.Trainer(config, dataset)  # for its module, optimizer and initial state
+        module, tx = trainer.module, trainer.tx
+        self.state = trainer.init_state()
+        xb, yb = dataset.x_train[:config.batch_size], dataset.y_train[:config.batch_size]
+
+        def step(ts, _):
+            def loss_fn(params):
+                logits, new_state = lmc.apply_model(module, params, ts.state, xb, train=True)
+                return lmc.cross_entropy(logits, yb), new_state
+
+            (loss, state), grads = jax.value_and_grad(loss_fn, has_aux=True)(ts.params)
+            updates, opt_state = tx.update(grads, ts.opt_state, ts.params)
+            return ts._replace(params=optax.apply_updates(ts.params, updates), state=state,
+                               opt_state=opt_state, step=ts.step + 1), loss
+
+        if dispatch == 1:  # no scan: XLA's CPU convolutions are slower inside one
+            self.steps = jax.jit(lambda ts: step(ts, None))
+        else:
+            self.steps = jax.jit(lambda ts: jax.lax.scan(step, ts, None, length=dispatch))
+        self.dispatch = dispatch
+
+    def advance(self, n: int) -> None:
+        losses = [None] * (n // self.dispatch)
+        for i in range(len(losses)):
+            self.state, losses[i] = self.steps(self.state)
+        jax.block_until_ready((self.state, losses))
+
+
 class JaxLoop:
     """One jitted step per call on a batch gathered on the host: how it is usually written."""
 
     def __init__(self, config: lmc.TrainConfig, dataset: lmc.Dataset):
         module = lmc.build_model(config.model, dataset.num_classes, **config.model_options)
-        params, state = lmc.init_model(module, lmc.stream_key(config, "init"),
+        params, state = lmc.init_model(module, stream_key(config, "init"),
                                        dataset.input_shape)
         self.steps_per_epoch = dataset.num_train // config.batch_size
-        tx = lmc.make_optimizer(config, self.steps_per_epoch)
+        tx = make_optimizer(config, self.steps_per_epoch)
         self.train_state = (params, state, tx.init(params))
         self.x, self.y = np.asarray(dataset.x_train), np.asarray(dataset.y_train)
         self.batch_size, self.step_count = config.batch_size, 0
         self.rng = np.random.default_rng(config.seed)
         self.order = self.rng.permutation(dataset.num_train)
-        aug_key = lmc.stream_key(config, "augment")
+        aug_key = stream_key(config, "augment")
         augmentation = dataset.augmentation if config.augment else "none"
 
         @jax.jit
         def step(train_state, x, y, step_count):
             params, state, opt_state = train_state
-            x = lmc.augment(aug_key, step_count, x, augmentation)
+            x = augment(aug_key, step_count, x, augmentation)
 
             def loss_fn(params):
                 logits, new_state = lmc.apply_model(module, params, state, x, train=True)
@@ -165,7 +208,7 @@ class TorchLoop:
         self.torch, self.threads = torch, threads
         self.net = _torch_model(config.model, dataset)
         module = lmc.build_model(config.model, dataset.num_classes, **config.model_options)
-        params, _ = lmc.init_model(module, lmc.stream_key(config, "init"), dataset.input_shape)
+        params, _ = lmc.init_model(module, stream_key(config, "init"), dataset.input_shape)
         torch_params = sum(p.numel() for p in self.net.parameters())
         if torch_params != lmc.count_params(params):
             raise AssertionError(f"the PyTorch {config.model} has {torch_params} parameters, "
@@ -232,6 +275,9 @@ def cases_for(config: lmc.TrainConfig, dataset: lmc.Dataset, grid: Grid,
     cases = [lmc_case(1, "loop", k) for k in grid.dispatch]
     cases += [lmc_case(s, strategy, k) for s in grid.siblings for strategy in ("vmap", "loop")
               for k in grid.sibling_dispatch]
+    ceiling_k = lmc.Trainer(config, dataset).steps_per_dispatch  # the policy's K
+    cases.append(Case(model, CEILING, lambda: FixedBatchScan(config, dataset, ceiling_k),
+                      dispatch=ceiling_k))
     cases.append(Case(model, "jax loop", lambda: JaxLoop(config, dataset)))
     if with_torch:
         cases += [Case(model, "pytorch", lambda t=t: TorchLoop(config, dataset, t), threads=t)
@@ -286,13 +332,16 @@ def measure(cases: list[Case], steps: int, seconds: float, repeats: int) -> list
             start = time.perf_counter()
             runner.advance(n)
             case_rates.append(case.siblings * n / (time.perf_counter() - start))
-    reference = max(rates[[c.implementation for c in cases].index("jax loop")])
+    implementations = [c.implementation for c in cases]
+    reference = max(rates[implementations.index("jax loop")])
+    ceiling = max(rates[implementations.index(CEILING)])
     return [
         {"model": case.model, "implementation": case.implementation, "siblings": case.siblings,
          "strategy": case.strategy, "steps_per_dispatch": case.dispatch, "auto": case.auto,
          "threads": case.threads,
          "steps_per_repeat": n, "steps_per_second": max(r),
-         "ratio_to_jax_loop": max(r) / reference, "repeats_steps_per_second": r}
+         "ratio_to_jax_loop": max(r) / reference, "ratio_to_ceiling": max(r) / ceiling,
+         "repeats_steps_per_second": r}
         for case, n, r in zip(cases, counts, rates, strict=True)
     ]
 
@@ -320,17 +369,20 @@ def markdown(info: dict[str, Any], settings: dict[str, Any], rows: list[dict],
         f"{' / '.join(map(str, settings['load_average_1min']))}. "
         f"Batch {settings['batch_size']}, SGD momentum 0.9; best of "
         f"{settings['repeats']} interleaved repeats. Steps/s counts sibling-steps (one step of "
-        f"S siblings counts S); x jax loop is the ratio to the plain JAX loop; "
+        f"S siblings counts S); x ceiling is the ratio to the fixed-batch scanned step "
+        f"(the fastest this step runs; K as lmc's policy picks); x jax loop to the plain "
+        f"JAX loop; "
         f"auto marks lmc's automatic choice of strategy and K for that S.", "",
-        "| model | implementation | S | strategy | K | auto | steps/s | x jax loop |",
-        "|---|---|---:|---|---:|---|---:|---:|",
+        "| model | implementation | S | strategy | K | auto | steps/s | x ceiling | x jax loop |",
+        "|---|---|---:|---|---:|---|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
             f"| {r['model']} | {label(r['implementation'], r['threads'])} | {r['siblings']} "
             f"| {r['strategy'] or ''} "
             f"| {r['steps_per_dispatch'] or ''} | {'yes' if r['auto'] else ''} "
-            f"| {r['steps_per_second']:,.1f} | {r['ratio_to_jax_loop']:.2f} |"
+            f"| {r['steps_per_second']:,.1f} | {r['ratio_to_ceiling']:.2f} "
+            f"| {r['ratio_to_jax_loop']:.2f} |"
         )
     lines += [""] + [f"- {note}" for note in notes]
     return "\n".join(lines) + "\n"

@@ -25,11 +25,13 @@ from lmc.core.masks import apply_mask
 from lmc.core.policy import ExecutionPolicy
 from lmc.errors import TrainingDiverged
 from lmc.training.config import Duration, TrainConfig
-from lmc.training.data import Dataset, get_batch, load_dataset, steps_per_epoch
+from lmc.training.data import Dataset, augment, load_dataset, steps_batch_indices, steps_per_epoch
 from lmc.training.models import apply_model, build_model, eval_apply, init_model, policy_for
 from lmc.training.rng import NoiseKeys, noise_keys, stream_key
 
 CHECK_EVERY = 64  # dispatches between host reads of the loss (NaN check, progress bar)
+# Most bytes of training examples a dispatch gathers up front (else each step gathers its own).
+PREFETCH_BYTES = 64 << 20
 
 
 class TrainState(NamedTuple):
@@ -143,9 +145,12 @@ class Trainer:
         self.steps_per_dispatch = self.policy.steps_per_dispatch
         augmentation = dataset.augmentation if config.augment else "none"
 
-        def step(ts: TrainState, keys: NoiseKeys, x, y, mask):
-            xb, yb = get_batch(x, y, keys.data, keys.augment, ts.step, config.batch_size,
-                               augmentation)
+        batch_size, num_train = config.batch_size, dataset.num_train
+        example_bytes = math.prod(dataset.input_shape) * dataset.x_train.dtype.itemsize
+        members = siblings if self.strategy == "vmap" else 1
+
+        def step(ts: TrainState, keys: NoiseKeys, xb, yb, mask):
+            xb = augment(keys.augment, ts.step, xb, augmentation)
             dropout_key = jax.random.fold_in(keys.dropout, ts.step)
 
             def loss_fn(params):
@@ -160,10 +165,21 @@ class Trainer:
             return TrainState(params, new_state, opt_state, ts.step + 1), loss
 
         def steps(ts, keys, x, y, mask, n: int):
+            # The batches of all n steps (`get_batch`'s, un-augmented) are drawn up front:
+            # their indices in one computation, and, unless that copy would be large,
+            # their examples in one gather, so that a step only slices its batch.
+            idx = steps_batch_indices(keys.data, ts.step, n, num_train, batch_size)
+            gathered = members * n * batch_size * example_bytes <= PREFETCH_BYTES
+            batches = (x[idx], y[idx]) if gathered else idx
+
+            def body(t, batch):
+                xb, yb = batch if gathered else (x[batch], y[batch])
+                return step(t, keys, xb, yb, mask)
+
             if n == 1:
-                ts, loss = step(ts, keys, x, y, mask)
+                ts, loss = body(ts, jax.tree.map(lambda b: b[0], batches))
                 return ts, loss[None]
-            return jax.lax.scan(lambda t, _: step(t, keys, x, y, mask), ts, None, length=n)
+            return jax.lax.scan(body, ts, batches)
 
         if self.strategy == "vmap":
             steps = jax.vmap(steps, in_axes=(0, 0, None, None, None, None))
