@@ -8,6 +8,8 @@ dispatch, as the execution policy of the model and backend says (`lmc.core.polic
 
 from __future__ import annotations
 
+import collections
+import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -121,6 +123,73 @@ class TrainResult:
     states: list[TrainState]
     history: list[list[dict[str, Any]]]
 
+# Compiled programs per (config, data set shape, layout): trainers of one config (the levels
+# of IMP, the children of a spawn) reuse them instead of compiling again (~0.7-1 s each
+# on the CPU for an MLP); masks, data and states are arguments, not constants.
+_PROGRAMS: collections.OrderedDict = collections.OrderedDict()
+_MAX_PROGRAMS = 16
+
+
+def _programs(config: TrainConfig, dataset: Dataset, strategy: str, members: int,
+              eval_batch_size: int) -> tuple[Any, Any, Callable, Evaluator]:
+    """(module, optimizer, compiled steps, evaluator) of a config on a data set's shape."""
+    key = (json.dumps(config.to_dict(), sort_keys=True, default=list), dataset.num_classes,
+           dataset.num_train, tuple(dataset.input_shape), str(dataset.x_train.dtype),
+           dataset.augmentation, strategy, members, eval_batch_size)
+    if key not in _PROGRAMS:
+        _PROGRAMS[key] = _build_programs(config, dataset, strategy, members, eval_batch_size)
+        if len(_PROGRAMS) > _MAX_PROGRAMS:
+            _PROGRAMS.popitem(last=False)
+    _PROGRAMS.move_to_end(key)
+    return _PROGRAMS[key]
+
+
+def _build_programs(config: TrainConfig, dataset: Dataset, strategy: str, members: int,
+                    eval_batch_size: int) -> tuple[Any, Any, Callable, Evaluator]:
+    module = model_for(config, dataset)
+    tx = make_optimizer(config, steps_per_epoch(dataset.num_train, config.batch_size))
+    augmentation = dataset.augmentation if config.augment else "none"
+    batch_size, num_train = config.batch_size, dataset.num_train
+    example_bytes = math.prod(dataset.input_shape) * dataset.x_train.dtype.itemsize
+
+    def step(ts: TrainState, keys: NoiseKeys, xb, yb, mask):
+        xb = augment(keys.augment, ts.step, xb, augmentation)
+        dropout_key = jax.random.fold_in(keys.dropout, ts.step)
+
+        def loss_fn(params):
+            logits, new_state = apply_model(module, params, ts.state, xb, train=True,
+                                            dropout_key=dropout_key)
+            return cross_entropy(logits, yb), new_state
+
+        (loss, new_state), grads = jax.value_and_grad(loss_fn, has_aux=True)(ts.params)
+        grads = apply_mask(grads, mask)  # pruned weights get no update and no momentum
+        updates, opt_state = tx.update(grads, ts.opt_state, ts.params)
+        params = apply_mask(optax.apply_updates(ts.params, updates), mask)
+        return TrainState(params, new_state, opt_state, ts.step + 1), loss
+
+    def steps(ts, keys, x, y, mask, n: int):
+        # The batches of all n steps (`get_batch`'s, un-augmented) are drawn up front:
+        # their indices in one computation, and, unless that copy would be large,
+        # their examples in one gather, so that a step only slices its batch.
+        idx = steps_batch_indices(keys.data, ts.step, n, num_train, batch_size)
+        gathered = members * n * batch_size * example_bytes <= PREFETCH_BYTES
+        batches = (x[idx], y[idx]) if gathered else idx
+
+        def body(t, batch):
+            xb, yb = batch if gathered else (x[batch], y[batch])
+            return step(t, keys, xb, yb, mask)
+
+        if n == 1:
+            ts, loss = body(ts, jax.tree.map(lambda b: b[0], batches))
+            return ts, loss[None]
+        return jax.lax.scan(body, ts, batches)
+
+    if strategy == "vmap":
+        steps = jax.vmap(steps, in_axes=(0, 0, None, None, None, None))
+    evaluator = Evaluator(eval_apply(module), eval_batch_size,
+                          network_axes=(0, 0) if strategy == "vmap" else None)
+    return module, tx, jax.jit(steps, static_argnums=5), evaluator
+
 
 class Trainer:
     """Compiled training of S >= 1 siblings of one config on one data set."""
@@ -138,54 +207,12 @@ class Trainer:
         self.config, self.dataset, self.mask, self.siblings = config, dataset, mask, siblings
         self.steps_per_epoch = steps_per_epoch(dataset.num_train, config.batch_size)
         self.total_steps = config.total_steps(self.steps_per_epoch)
-        self.module = model_for(config, dataset)
-        self.tx = make_optimizer(config, self.steps_per_epoch)
-        self.policy = policy or policy_for(self.module)
+        self.policy = policy or policy_for(model_for(config, dataset))
         self.strategy = "vmap" if self.policy.vmap_siblings and siblings > 1 else "loop"
         self.steps_per_dispatch = self.policy.steps_per_dispatch
-        augmentation = dataset.augmentation if config.augment else "none"
-
-        batch_size, num_train = config.batch_size, dataset.num_train
-        example_bytes = math.prod(dataset.input_shape) * dataset.x_train.dtype.itemsize
-        members = siblings if self.strategy == "vmap" else 1
-
-        def step(ts: TrainState, keys: NoiseKeys, xb, yb, mask):
-            xb = augment(keys.augment, ts.step, xb, augmentation)
-            dropout_key = jax.random.fold_in(keys.dropout, ts.step)
-
-            def loss_fn(params):
-                logits, new_state = apply_model(self.module, params, ts.state, xb, train=True,
-                                                dropout_key=dropout_key)
-                return cross_entropy(logits, yb), new_state
-
-            (loss, new_state), grads = jax.value_and_grad(loss_fn, has_aux=True)(ts.params)
-            grads = apply_mask(grads, mask)  # pruned weights get no update and no momentum
-            updates, opt_state = self.tx.update(grads, ts.opt_state, ts.params)
-            params = apply_mask(optax.apply_updates(ts.params, updates), mask)
-            return TrainState(params, new_state, opt_state, ts.step + 1), loss
-
-        def steps(ts, keys, x, y, mask, n: int):
-            # The batches of all n steps (`get_batch`'s, un-augmented) are drawn up front:
-            # their indices in one computation, and, unless that copy would be large,
-            # their examples in one gather, so that a step only slices its batch.
-            idx = steps_batch_indices(keys.data, ts.step, n, num_train, batch_size)
-            gathered = members * n * batch_size * example_bytes <= PREFETCH_BYTES
-            batches = (x[idx], y[idx]) if gathered else idx
-
-            def body(t, batch):
-                xb, yb = batch if gathered else (x[batch], y[batch])
-                return step(t, keys, xb, yb, mask)
-
-            if n == 1:
-                ts, loss = body(ts, jax.tree.map(lambda b: b[0], batches))
-                return ts, loss[None]
-            return jax.lax.scan(body, ts, batches)
-
-        if self.strategy == "vmap":
-            steps = jax.vmap(steps, in_axes=(0, 0, None, None, None, None))
-        self._steps = jax.jit(steps, static_argnums=5)
-        self._evaluate = Evaluator(eval_apply(self.module), eval_batch_size,
-                                   network_axes=(0, 0) if self.strategy == "vmap" else None)
+        self.module, self.tx, self._steps, self._evaluate = _programs(
+            config, dataset, self.strategy, siblings if self.strategy == "vmap" else 1,
+            eval_batch_size)
         self._sharding = self._sibling_sharding()
 
     def _sibling_sharding(self) -> NamedSharding | None:
