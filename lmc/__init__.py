@@ -38,6 +38,7 @@ from lmc.core.policy import ExecutionPolicy
 from lmc.core.prune_ratio import ESTIMATORS, PrunePrediction, predict_prune_ratio
 from lmc.errors import CheckpointError, ConfigError, DataError, LmcError, TrainingDiverged
 from lmc.plots import figures, plot_result, save_figure
+from lmc.training.cache import CompilationCacheWarning, default_cache_dir, enable_compilation_cache
 from lmc.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from lmc.training.config import OPTIMIZERS, SCHEDULES, Duration, TrainConfig
 from lmc.training.data import DATASETS, Dataset, load_dataset
@@ -56,7 +57,7 @@ from lmc.training.trainer import Trainer, TrainResult, TrainState, train
 from lmc.workflows.imp import METHODS, ImpSettings, Method, register, run_imp
 from lmc.workflows.instability import instability_analysis, pairwise_interpolations, spawn
 from lmc.workflows.interpolation import interpolate_checkpoints
-from lmc.workflows.opened import OpenedCheckpoint, open_checkpoint
+from lmc.workflows.opened import OpenedCheckpoint, open_checkpoint, open_data
 from lmc.workflows.prune_ratio import AdaptiveFraction, prune_ratio_record
 from lmc.workflows.records import (
     ImpRecord,
@@ -74,18 +75,19 @@ from lmc.workflows.sharpness import path_sharpness_record, sharpness_record
 __all__ = [
     "BARRIERS", "DATASETS", "ESTIMATORS", "MATCHING_TOLERANCE", "METHODS", "MODELS", "OPTIMIZERS",
     "SCHEDULES", "STABILITY_THRESHOLD", "STREAMS", "AdaptiveFraction", "Checkpoint",
-    "CheckpointError", "ConfigError", "DataError", "Dataset", "DenseOperator", "Duration",
-    "Eigenpairs", "Evaluator", "ExecutionPolicy", "HessianOperator", "ImpRecord", "ImpSettings",
-    "InstabilityComparison", "InstabilityRecord", "InterpolationRecord", "LinearOperator",
-    "LmcError", "Method", "OpenedCheckpoint", "PathEvaluator", "PrunePrediction",
-    "PruneRatioRecord", "Record", "Run", "RunSpec", "SharpnessPathRecord", "SharpnessRecord",
-    "SpectralDensity", "TraceEstimate", "TrainConfig", "TrainResult", "TrainState", "Trainer",
-    "TrainingDiverged", "__version__", "alpha_grid", "apply_mask", "apply_model", "barriers",
-    "batch_mean", "batches_of", "build_model", "check_same_structure", "count_params",
-    "cross_entropy", "directional_curvature", "eval_apply", "figures", "fixed_subset",
+    "CheckpointError", "CompilationCacheWarning", "ConfigError", "DataError", "Dataset",
+    "DenseOperator", "Duration", "Eigenpairs", "Evaluator", "ExecutionPolicy", "HessianOperator",
+    "ImpRecord", "ImpSettings", "InstabilityComparison", "InstabilityRecord",
+    "InterpolationRecord", "LinearOperator", "LmcError", "Method", "OpenedCheckpoint",
+    "PathEvaluator", "PrunePrediction", "PruneRatioRecord", "Record", "Run", "RunSpec",
+    "SharpnessPathRecord", "SharpnessRecord", "SpectralDensity", "TraceEstimate", "TrainConfig",
+    "TrainResult", "TrainState", "Trainer", "TrainingDiverged", "__version__", "alpha_grid",
+    "apply_mask", "apply_model", "barriers", "batch_mean", "batches_of", "build_model",
+    "check_same_structure", "count_params", "cross_entropy", "default_cache_dir",
+    "directional_curvature", "enable_compilation_cache", "eval_apply", "figures", "fixed_subset",
     "hutchinson_trace", "hutchpp_trace", "init_model", "instability_analysis",
     "interpolate_checkpoints", "interpolation_record", "lambda_max_along_path", "lerp",
-    "load_checkpoint", "load_dataset", "load_record", "masks", "open_checkpoint",
+    "load_checkpoint", "load_dataset", "load_record", "masks", "open_checkpoint", "open_data",
     "pairwise_interpolations", "path_sharpness_record", "plot_result", "power_iteration",
     "predict_prune_ratio", "prunable", "prune", "prune_ratio_record", "register", "run_imp",
     "save_checkpoint", "save_figure", "sharpness_record", "spawn", "spectral_density",

@@ -39,6 +39,7 @@ def _temporary_stores(data_dir, tmp_path_factory, monkeypatch):
     """Default data and run directories inside the session's temporary directory."""
     monkeypatch.setenv("LMC_DATA_DIR", str(data_dir))
     monkeypatch.setenv("LMC_RUNS", str(tmp_path_factory.getbasetemp() / "default_runs"))
+    monkeypatch.setenv("LMC_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "lmc_cache"))
 
 
 @pytest.fixture(scope="session")

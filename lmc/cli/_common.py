@@ -52,7 +52,31 @@ def _model_options(items: list[str]) -> dict[str, Any]:
 
 
 def add_data_dir(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data-dir", help="data directory (default $LMC_DATA_DIR or ~/.cache/lmc/data)")
+    p.add_argument("--data-dir", help="data directory (default $LMC_DATA_DIR, else data/ in "
+                   "$LMC_CACHE_DIR or ~/.cache/lmc)")
+
+
+def add_model_arguments(p: argparse.ArgumentParser) -> None:
+    """--model, --model-option and --data: checkpoints of your own network."""
+    g = p.add_argument_group(
+        "your own network (checkpoints without lmc metadata: an orbax directory, a flax "
+        "msgpack file, an .npz or .safetensors of arrays)")
+    g.add_argument("--model", metavar="PACKAGE.MODULE:FACTORY",
+                   help="a callable returning a flax linen or NNX module (or one of lmc's "
+                   "model names); see README, 'Your own model'")
+    g.add_argument("--model-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="keyword argument of the factory, repeatable, e.g. width=64")
+    g.add_argument("--data", metavar="NAME|FILE.npz",
+                   help="a registered data set or an .npz with x_train, y_train, x_test, y_test")
+
+
+def model_arguments(args: argparse.Namespace) -> dict[str, Any]:
+    """The `model`, `model_options` and `data` keywords of the workflows, from the flags of
+    `add_model_arguments`."""
+    options = _model_options(args.model_option)
+    if options and args.model is None:
+        raise ConfigError("--model-option needs --model package.module:factory")
+    return {"model": args.model, "model_options": options or None, "data": args.data}
 
 
 def add_no_progress(p: argparse.ArgumentParser, help: str | None = "no progress bar") -> None:

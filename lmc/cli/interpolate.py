@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lmc.cli._common import add_data_dir, add_interpolation_arguments, csv, write_result
+from lmc.cli._common import (
+    add_data_dir,
+    add_interpolation_arguments,
+    add_model_arguments,
+    csv,
+    model_arguments,
+    write_result,
+)
 from lmc.workflows.interpolation import interpolate_checkpoints
 from lmc.workflows.records import InterpolationRecord
 
@@ -25,6 +32,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--max-examples", type=int, help="evaluate on a fixed subset of this size")
     p.add_argument("--layerwise", action="store_true",
                    help="also move one block at a time (and all but one)")
+    add_model_arguments(p)
     add_data_dir(p)
     p.set_defaults(func=run)
 
@@ -54,6 +62,7 @@ def print_interpolation(record: InterpolationRecord) -> None:
 def run(args: argparse.Namespace) -> None:
     record = interpolate_checkpoints(
         args.a, args.b, alphas=args.alphas, splits=tuple(args.splits), bn=args.bn,
-        max_examples=args.max_examples, layerwise=args.layerwise, data_dir=args.data_dir)
+        max_examples=args.max_examples, layerwise=args.layerwise, data_dir=args.data_dir,
+        **model_arguments(args))
     print_interpolation(record)
     write_result(record, args)

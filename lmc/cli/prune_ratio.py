@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lmc.cli._common import add_data_dir, add_output_arguments, csv, write_result
+from lmc.cli._common import (
+    add_data_dir,
+    add_model_arguments,
+    add_output_arguments,
+    csv,
+    model_arguments,
+    write_result,
+)
 from lmc.core.prune import CRITERIA
 from lmc.core.prune_ratio import DEFAULT_EXAMPLES, ratio_grid
 from lmc.workflows.prune_ratio import prune_ratio_record
@@ -40,6 +47,7 @@ def add_parser(subparsers) -> None:
                    help="spacing of the grid of ratios (default 0.001)")
     p.add_argument("--seed", type=int, default=0, help="probe and random-pruning seed")
     add_output_arguments(p)
+    add_model_arguments(p)
     add_data_dir(p)
     p.set_defaults(func=run)
 
@@ -67,6 +75,7 @@ def run(args: argparse.Namespace) -> None:
     record = prune_ratio_record(args.checkpoint, criterion=args.criterion,
                                 grid=ratio_grid(args.grid_step), epsilon=args.epsilon,
                                 examples=args.examples, keep_dense=args.keep_dense,
-                                seed=args.seed, data_dir=args.data_dir)
+                                seed=args.seed, data_dir=args.data_dir,
+                                **model_arguments(args))
     print_prune_ratio(record)
     write_result(record, args)

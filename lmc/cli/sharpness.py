@@ -6,7 +6,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lmc.cli._common import add_data_dir, add_output_arguments, write_result
+from lmc.cli._common import (
+    add_data_dir,
+    add_model_arguments,
+    add_output_arguments,
+    model_arguments,
+    write_result,
+)
 from lmc.errors import ConfigError
 from lmc.workflows.records import SharpnessPathRecord, SharpnessRecord
 from lmc.workflows.sharpness import path_sharpness_record, sharpness_record
@@ -34,6 +40,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--plot", action="store_true", help="also compute and draw the density")
     p.add_argument("--alphas", type=int, default=11, help="points on the path (default 11)")
     add_output_arguments(p)
+    add_model_arguments(p)
     add_data_dir(p)
     p.set_defaults(func=run)
 
@@ -64,7 +71,7 @@ def print_path_sharpness(record: SharpnessPathRecord) -> None:
 def run(args: argparse.Namespace) -> None:
     common = dict(steps=args.steps, trace_probes=args.probes, split=args.split,
                   examples=args.examples, batch_size=args.batch_size, seed=args.seed,
-                  data_dir=args.data_dir)
+                  data_dir=args.data_dir, **model_arguments(args))
     if args.path:
         if args.checkpoint is not None:
             raise ConfigError("give either a checkpoint or --path A B, not both")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,13 @@ from lmc.files import atomic_write
 FORMAT = "lmc-checkpoint"
 FORMAT_VERSION = 1
 _META = "__meta__"
+# What `load_checkpoint`'s errors list as readable; extend it where another format is read.
+ACCEPTED_FORMATS: tuple[str, ...] = (
+    "an lmc checkpoint (.npz written by lmc)",
+    "with a model of your own (--model package.module:factory): an orbax checkpoint "
+    "directory, a flax msgpack file, or an .npz or .safetensors of arrays",
+)
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # an .npz is a zip file (empty: end record only)
 
 
 @dataclass
@@ -99,20 +107,33 @@ def load_checkpoint(path: str | Path, opt_state_template: Any = None) -> Checkpo
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError as e:
+        raise CheckpointError(f"cannot read checkpoint {path}: {e.strerror or e}") from None
+    if not head:
+        raise _foreign(path, "the file is empty")
+    if head not in _ZIP_MAGIC:
+        # np.load would read an .npy array, or try to unpickle anything else.
+        raise _foreign(path, "it is not an .npz file")
+    try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {name: npz[name] for name in npz.files}
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as e:
-        raise CheckpointError(
-            f"{path} is not a readable checkpoint (truncated or corrupt): {e}"
-        ) from None
+    except ValueError as e:
+        if "pickle" in str(e):  # numpy refuses object arrays and says how to load them anyway
+            raise _foreign(path, "it holds Python object arrays, which lmc never loads") from None
+        raise _corrupt(path, e) from None
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, KeyError) as e:
+        raise _corrupt(path, e) from None
     if _META not in arrays:
-        raise CheckpointError(f"{path} is not an lmc checkpoint (it has no lmc metadata)")
+        raise _foreign(path, "it has no lmc metadata")
     try:
         meta = json.loads(arrays.pop(_META).tobytes().decode())
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise CheckpointError(f"{path} has corrupt lmc metadata: {e}") from None
-    if meta.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not an lmc checkpoint (format {meta.get('format')!r})")
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        found = meta.get("format") if isinstance(meta, dict) else None
+        raise _foreign(path, f"format {found!r}")
     if meta.get("format_version", 0) > FORMAT_VERSION:
         raise CheckpointError(
             f"{path} was written by a newer lmc (checkpoint format {meta['format_version']}); "
@@ -129,6 +150,19 @@ def load_checkpoint(path: str | Path, opt_state_template: Any = None) -> Checkpo
     if opt_state_template is not None:
         ckpt.opt_state = _restore_opt_state(path, meta, arrays, opt_state_template)
     return ckpt
+
+
+def _foreign(path: Path, why: str) -> CheckpointError:
+    return CheckpointError(f"{path} is not an lmc checkpoint ({why}); accepted formats: "
+                           + "; ".join(ACCEPTED_FORMATS))
+
+
+def _corrupt(path: Path, error: Exception) -> CheckpointError:
+    detail = str(error) or type(error).__name__
+    if "pickle" in detail:  # never pass on advice to load a file unsafely
+        detail = type(error).__name__
+    return CheckpointError(f"{path} is not a readable lmc checkpoint (truncated or corrupt: "
+                           f"{detail}); accepted formats: " + "; ".join(ACCEPTED_FORMATS))
 
 
 def _restore_opt_state(path: Path, meta: dict, arrays: dict, template: Any) -> Any:

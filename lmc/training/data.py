@@ -33,6 +33,7 @@ from jax import lax
 
 from lmc.errors import ConfigError, DataError, check_name
 from lmc.files import atomic_write
+from lmc.training.cache import default_cache_dir
 
 if TYPE_CHECKING:
     import tensorflow_datasets as tfds
@@ -91,9 +92,10 @@ class Dataset:
 
 
 def default_data_dir() -> pathlib.Path:
-    """`$LMC_DATA_DIR`, else `~/.cache/lmc/data`."""
+    """`$LMC_DATA_DIR`, else `data/` in the lmc cache directory (`$LMC_CACHE_DIR`, default
+    `~/.cache/lmc`)."""
     env = os.environ.get("LMC_DATA_DIR")
-    return pathlib.Path(env).expanduser() if env else pathlib.Path.home() / ".cache/lmc/data"
+    return pathlib.Path(env).expanduser() if env else default_cache_dir() / "data"
 
 
 def load_dataset(

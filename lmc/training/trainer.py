@@ -49,34 +49,42 @@ class TrainState(NamedTuple):
 def learning_rate_schedule(config: TrainConfig, steps_per_epoch: int) -> optax.Schedule:
     """The learning rate as a function of the step (constant, step, cosine or cyclic).
 
-    Linear warmup multiplies the schedule (as open_lth does). The cyclic schedule is
-    cosine annealing with warm restarts (Loshchilov & Hutter 2017; Portes et al. 2022):
-    cycle i lasts `cycle * cycle_mult**i` steps.
+    Linear warmup multiplies the schedule by `min(1, (step + 1) / warmup)` (as open_lth
+    does). The cyclic schedule is cosine annealing with warm restarts (Loshchilov & Hutter
+    2017; Portes et al. 2022): cycle i lasts `ceil(cycle * cycle_mult**i)` steps.
     """
     lr, total = config.lr, config.total_steps(steps_per_epoch)
     warmup = Duration.parse(config.warmup).steps(steps_per_epoch)
     if config.schedule == "constant":
-        base = lambda step: jnp.asarray(lr, jnp.float32)  # noqa: E731
+        base = optax.constant_schedule(lr)
     elif config.schedule == "step":
-        bounds = jnp.asarray([Duration.parse(m).steps(steps_per_epoch) for m in config.milestones])
-        base = lambda step: lr * config.gamma ** jnp.sum(step >= bounds)  # noqa: E731
+        # A milestone given twice multiplies by gamma twice (optax takes a dict).
+        bounds = collections.Counter(Duration.parse(m).steps(steps_per_epoch)
+                                     for m in config.milestones)
+        base = optax.piecewise_constant_schedule(
+            lr, {b: config.gamma ** n for b, n in bounds.items()})
     elif config.schedule == "cosine":
-        base = lambda step: lr * 0.5 * (1 + jnp.cos(jnp.pi * jnp.minimum(step / total, 1.0)))  # noqa: E731
+        base = optax.cosine_decay_schedule(lr, total)
     else:
+        # SGDR without per-cycle warmup: one cosine decay per cycle, joined at the
+        # restarts; past the last cycle the rate stays at 0.
         first = Duration.parse(config.cycle).steps(steps_per_epoch)
-        starts = [0]
-        while starts[-1] < total:
-            starts.append(starts[-1] + math.ceil(first * config.cycle_mult ** (len(starts) - 1)))
-        starts_arr = jnp.asarray(starts)
-
-        def base(step):
-            i = jnp.searchsorted(starts_arr, step, side="right") - 1
-            begin, end = starts_arr[i], starts_arr[i + 1]
-            return lr * 0.5 * (1 + jnp.cos(jnp.pi * (step - begin) / (end - begin)))
-
-    if warmup == 0:
+        lengths = [first]
+        while sum(lengths) < total:
+            lengths.append(math.ceil(first * config.cycle_mult ** len(lengths)))
+        base = optax.sgdr_schedule([dict(init_value=lr, peak_value=lr, warmup_steps=0,
+                                         decay_steps=n) for n in lengths])
+    if warmup <= 1:  # min(1, (step + 1) / 1) is 1 from the first step
         return base
-    return lambda step: base(step) * jnp.minimum(1.0, (step + 1) / warmup)
+    # optax's warmups add a ramp before the schedule instead of multiplying it, and
+    # linear_schedule(1/w, 1, w - 1) loses precision at the first steps (it computes
+    # 1 - (1 - x)); piecewise_interpolate_schedule is accurate to an ulp there, but
+    # (1/w) * w may round below 1, so the factor is exactly 1 from step w - 1 on.
+    # optax has no product of schedules, hence the lambda.
+    factor = optax.join_schedules(
+        [optax.piecewise_interpolate_schedule("linear", 1 / warmup, {warmup - 1: warmup}),
+         optax.constant_schedule(1.0)], [warmup - 1])
+    return lambda step: base(step) * factor(step)
 
 
 def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> optax.GradientTransformation:

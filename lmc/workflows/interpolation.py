@@ -43,16 +43,22 @@ def interpolate_checkpoints(
     layerwise: bool = False,
     dataset: Dataset | None = None,
     data_dir: str | None = None,
+    model: str | None = None,
+    model_options: dict[str, Any] | None = None,
+    data: str | os.PathLike | None = None,
 ) -> InterpolationRecord:
     """Interpolate between two lmc checkpoints of one architecture.
 
     Networks with BatchNorm default to `bn="reset"`, re-estimated on a fixed subset of
     `bn_examples` training examples. `max_examples` evaluates each split on a fixed random
     subset. `layerwise` adds, for every top-level layer/block, the barriers when only that
-    block moves and when all but that block move (Vlaar & Frankle 2022).
+    block moves and when all but that block move (Vlaar & Frankle 2022). `model`,
+    `model_options` and `data` open checkpoints of your own network (`open_checkpoint`).
     """
-    a = open_checkpoint(path_a, dataset=dataset, data_dir=data_dir)
-    b = open_checkpoint(path_b)
+    a = open_checkpoint(path_a, dataset=dataset, data_dir=data_dir, model=model,
+                        model_options=model_options, data=data)
+    b = open_checkpoint(path_b, dataset=a.dataset if model else None, model=model,
+                        model_options=model_options)
     check_same_network(a, b)
     for split in splits:
         check_name("split", split, SPLITS)

@@ -4,6 +4,13 @@
 module its description names, its evaluation- and train-mode apply functions, params,
 model state, mask, the execution policy of the model, and its data set (loaded on first
 use). Every workflow starts from it; the core never sees a file.
+
+A checkpoint of your own network (`lmc.training.interop`, `lmc.training.formats`: an orbax
+directory, a flax msgpack file, an ``.npz`` or ``.safetensors`` of arrays) opens with
+``model="package.module:factory"``, ``model_options`` and ``data`` (a registered data set or
+an ``.npz`` with x_train, y_train, x_test, y_test): the same fields, no mask, the
+convolutional execution policy unless `policy` says otherwise, and a meta holding the model
+description and data set name that records are written with.
 """
 
 from __future__ import annotations
@@ -17,14 +24,18 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 
 from lmc.core.batching import Batches, batches_of, fixed_subset
 from lmc.core.evaluate import cross_entropy
+from lmc.core.interpolate import check_same_structure
 from lmc.core.operators import HessianOperator
 from lmc.core.policy import ExecutionPolicy
-from lmc.errors import ConfigError, check_name
+from lmc.errors import CheckpointError, ConfigError, check_name
 from lmc.training.checkpoint import Checkpoint, load_checkpoint
 from lmc.training.data import Dataset, load_dataset
+from lmc.training.formats import load_data_npz, read_tree
+from lmc.training.interop import UserModel, split_saved_tree, user_model
 from lmc.training.models import eval_apply, model_from_description, policy_for, train_apply
 
 SPLITS = ("train", "test")
@@ -128,12 +139,80 @@ class OpenedCheckpoint:
         return inputs
 
 
+def open_data(data: str | os.PathLike, data_dir: str | os.PathLike | None = None) -> Dataset:
+    """A registered data set by name (from `data_dir`), or an ``.npz`` file with x_train,
+    y_train, x_test and y_test."""
+    if str(data).endswith(".npz") or Path(data).is_file():
+        return load_data_npz(data)
+    return load_dataset(str(data), data_dir)
+
+
+@functools.lru_cache(maxsize=8)
+def _user_network(spec: str, options: str, input_shape: tuple[int, ...],
+                  num_classes: int) -> UserModel:
+    """A user's model per factory, options and input: one set of apply functions for every
+    checkpoint of it (compiled programs are reused, as for `_network`)."""
+    example = jnp.zeros((1, *input_shape), jnp.float32)
+    return user_model(spec, json.loads(options), example, num_classes)
+
+
+def _check_fits(path: Any, spec: str, saved: Any, expected: Any, what: str) -> None:
+    try:
+        check_same_structure(saved, expected, what)
+    except ConfigError as e:
+        raise CheckpointError(f"{path} does not fit the model {spec} (A: the checkpoint, "
+                              f"B: the model's init): {e}") from None
+
+
+def _open_foreign(path: Path, spec: str, options: dict[str, Any], dataset: Dataset,
+                  policy: ExecutionPolicy | None, data_dir: Any) -> OpenedCheckpoint:
+    net = _user_network(spec, json.dumps(options, sort_keys=True, default=str),
+                        dataset.input_shape, dataset.num_classes)
+    tree, fmt = read_tree(path)
+    params, state, layout = split_saved_tree(net, tree)
+    _check_fits(path, spec, params, net.params, "parameter")
+    _check_fits(path, spec, state, net.state, "model state")
+    meta = {"format": fmt, "layout": layout, "step": None,
+            "model": net.description(dataset.input_shape, dataset.num_classes),
+            "data": {"name": dataset.name, "num_train": dataset.num_train,
+                     "num_classes": dataset.num_classes}}
+    ckpt = Checkpoint(params=params, state=state, step=0, meta=meta, path=path)
+    # a foreign module does not declare whether it convolves: policy_for assumes so (safe)
+    return OpenedCheckpoint(ckpt, net.module, net.eval_apply, net.train_apply,
+                            policy or policy_for(net.module), data_dir, dataset)
+
+
 def open_checkpoint(path: str | os.PathLike, *, dataset: Dataset | None = None,
                     data_dir: str | os.PathLike | None = None,
-                    policy: ExecutionPolicy | None = None) -> OpenedCheckpoint:
-    """Read a checkpoint and rebuild its network; `dataset` (else loaded on first use from
-    `data_dir`) and `policy` (else the model's) override the defaults."""
-    ckpt = load_checkpoint(path)
+                    policy: ExecutionPolicy | None = None, model: str | None = None,
+                    model_options: dict[str, Any] | None = None,
+                    data: str | os.PathLike | None = None) -> OpenedCheckpoint:
+    """Read a checkpoint and rebuild its network; `dataset` (else `data`, else loaded on
+    first use from `data_dir`) and `policy` (else the model's) override the defaults.
+
+    With `model` (``package.module:factory``, or one of lmc's model names) and
+    `model_options` the file is a checkpoint of that model in any of
+    `lmc.training.formats.FOREIGN_FORMATS`; it then needs `dataset` or `data`.
+    """
+    if dataset is None and data is not None:
+        dataset = open_data(data, data_dir)
+    if model is not None:
+        if dataset is None:
+            raise ConfigError(f"{path}: a checkpoint of your own model needs a data set "
+                              "(--data NAME or --data FILE.npz with x_train, y_train, x_test, "
+                              "y_test)")
+        return _open_foreign(Path(path), model, dict(model_options or {}), dataset, policy,
+                             data_dir)
+    if model_options:
+        raise ConfigError("model options need --model package.module:factory")
+    try:
+        ckpt = load_checkpoint(path)
+    except CheckpointError as e:
+        if Path(path).is_dir() or "not an lmc checkpoint" in str(e):
+            raise CheckpointError(f"{path} is not an lmc checkpoint; for a checkpoint of your "
+                                  "own network give --model package.module:factory and "
+                                  "--data") from None
+        raise
     module, evaluate, update = _network(json.dumps(ckpt.meta["model"], sort_keys=True))
     return OpenedCheckpoint(ckpt, module, evaluate, update, policy or policy_for(module),
                             data_dir, dataset)

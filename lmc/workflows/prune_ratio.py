@@ -59,6 +59,8 @@ def prune_ratio_record(
     batch_size: int = 500, keep_dense: Sequence[str] = (), lanczos_steps: int = 100,
     slq_probes: int = 4, slq_steps: int = 90, seed: int = 0, chunk: int | None = None,
     with_random: bool = True, dataset: Any = None, data_dir: str | None = None,
+    model: str | None = None, model_options: dict[str, Any] | None = None,
+    data: str | os.PathLike | None = None,
 ) -> PruneRatioRecord:
     """The safe pruning ratio of a checkpoint by estimators A, B and C, for `criterion`
     beside random pruning (unless not `with_random`).
@@ -67,6 +69,7 @@ def prune_ratio_record(
     of `examples` examples of `split`, restricted to the checkpoint's live weights.
     `scores` (a params-shaped tree, higher = more important) plugs in another criterion,
     named `criterion`; without it, criterion is "magnitude" or "random" (seeded by `seed`).
+    `model`, `model_options` and `data` open a checkpoint of your own network.
     """
     keep_dense = (keep_dense,) if isinstance(keep_dense, str) else tuple(keep_dense)
     if scores is None:
@@ -77,7 +80,8 @@ def prune_ratio_record(
     grid = check_grid(DEFAULT_GRID if grid is None else grid)
     if epsilon is not None:
         check_epsilon(epsilon)
-    opened = open_checkpoint(path, dataset=dataset, data_dir=data_dir)
+    opened = open_checkpoint(path, dataset=dataset, data_dir=data_dir, model=model,
+                             model_options=model_options, data=data)
     ckpt = opened.checkpoint
     masks.density(masks.dense_mask(ckpt.params), keep_dense)  # fails early: no prunable
     op = opened.hessian(split, examples, batch_size)

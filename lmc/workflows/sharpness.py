@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from lmc.core.curvature import (
     hutchinson_trace,
@@ -25,11 +26,14 @@ def sharpness_record(
     density: bool = False, density_probes: int = 4, density_steps: int = 90,
     split: str = "train", examples: int | None = None, batch_size: int = 500,
     block: Sequence[str] | None = None, seed: int = 0, dataset: Dataset | None = None,
-    data_dir: str | None = None,
+    data_dir: str | None = None, model: str | None = None,
+    model_options: dict[str, Any] | None = None, data: str | os.PathLike | None = None,
 ) -> SharpnessRecord:
     """Top eigenvalues, trace (Hutchinson and Hutch++) and optionally the spectral density
-    of a checkpoint's loss Hessian (evaluation mode, live weights of a pruned network)."""
-    opened = open_checkpoint(path, dataset=dataset, data_dir=data_dir)
+    of a checkpoint's loss Hessian (evaluation mode, live weights of a pruned network).
+    `model`, `model_options` and `data` open a checkpoint of your own network."""
+    opened = open_checkpoint(path, dataset=dataset, data_dir=data_dir, model=model,
+                             model_options=model_options, data=data)
     op = opened.hessian(split, examples, batch_size, block=block)
     start = time.perf_counter()
     top = top_eigenpairs(op, top_k, steps=steps, seed=seed)
@@ -58,13 +62,17 @@ def path_sharpness_record(
     path_a: str | os.PathLike, path_b: str | os.PathLike, *, alphas: int = 11,
     steps: int = 50, trace_probes: int = 30, split: str = "train",
     examples: int | None = None, batch_size: int = 500, seed: int = 0,
-    dataset: Dataset | None = None, data_dir: str | None = None,
+    dataset: Dataset | None = None, data_dir: str | None = None, model: str | None = None,
+    model_options: dict[str, Any] | None = None, data: str | os.PathLike | None = None,
 ) -> SharpnessPathRecord:
     """λ_max and trace of the loss Hessian along the straight path between two checkpoints,
-    beside the path's loss and error curves."""
-    a = open_checkpoint(path_a, dataset=dataset, data_dir=data_dir)
-    b = open_checkpoint(path_b)
-    path = interpolate_checkpoints(path_a, path_b, alphas=alphas, dataset=a.dataset)
+    beside the path's loss and error curves. `model`, `model_options` and `data` open
+    checkpoints of your own network."""
+    network = {"model": model, "model_options": model_options}
+    a = open_checkpoint(path_a, dataset=dataset, data_dir=data_dir, data=data, **network)
+    b = open_checkpoint(path_b, dataset=a.dataset if model else None, **network)
+    path = interpolate_checkpoints(path_a, path_b, alphas=alphas, dataset=a.dataset,
+                                   **network)
     op = a.hessian(split, examples, batch_size)
     grid = alpha_grid(alphas)
     tops = lambda_max_along_path(op, b.params, grid, steps=steps, seed=seed)

@@ -79,6 +79,9 @@ def test_default_data_dir(monkeypatch, tmp_path):
     monkeypatch.setenv("LMC_DATA_DIR", str(tmp_path))
     assert default_data_dir() == tmp_path
     monkeypatch.delenv("LMC_DATA_DIR")
+    monkeypatch.setenv("LMC_CACHE_DIR", str(tmp_path / "cache"))
+    assert default_data_dir() == tmp_path / "cache" / "data"  # under the lmc cache directory
+    monkeypatch.delenv("LMC_CACHE_DIR")
     assert default_data_dir() == pathlib.Path.home() / ".cache" / "lmc" / "data"
 
 
