@@ -11,8 +11,10 @@ import time
 
 import pytest
 
+import lmc.training.run_lock as run_lock
 import lmc.training.runs as runs
-from lmc.training.runs import LOCK_NAME, Run, RunSpec, ensure_checkpoint, train_run
+from lmc.training.run_lock import LOCK_NAME
+from lmc.training.runs import Run, RunSpec, ensure_checkpoint, train_run
 
 from ..conftest import TINY_MLP
 
@@ -24,12 +26,13 @@ DEADLINE = 300  # seconds: only bounds a hung test, never asserts a duration
 CHILD = r"""
 import json, os, sys, time
 from pathlib import Path
+import lmc.training.run_lock as run_lock
 import lmc.training.runs as runs
 from lmc.training.config import TrainConfig
 
 root, data_dir, marks, gate = sys.argv[1:5]
 config = TrainConfig.from_dict(json.loads(sys.argv[5]))
-runs.POLL_SECONDS = 0.05
+run_lock.POLL_SECONDS = 0.05
 real_run = runs.Trainer.run
 
 def counted_run(self, *args, **kwargs):
@@ -144,14 +147,14 @@ def test_which_locks_are_stale(tmp_path):
     path = tmp_path / LOCK_NAME
     here = socket.gethostname()
     path.write_text("{}")
-    assert not runs._is_stale(path, {"pid": _dead_pid(), "host": "elsewhere", "token": "x"})
-    assert runs._is_stale(path, {"pid": _dead_pid(), "host": here, "token": "x"})
-    assert not runs._is_stale(path, {"pid": os.getppid(), "host": here, "token": "x"})
+    assert not run_lock._is_stale(path, {"pid": _dead_pid(), "host": "elsewhere", "token": "x"})
+    assert run_lock._is_stale(path, {"pid": _dead_pid(), "host": here, "token": "x"})
+    assert not run_lock._is_stale(path, {"pid": os.getppid(), "host": here, "token": "x"})
     # This process's pid in a lock it does not hold: left by a process before a restart.
-    assert runs._is_stale(path, {"pid": os.getpid(), "host": here, "token": "x"})
-    assert not runs._is_stale(path, {})  # being written just now
+    assert run_lock._is_stale(path, {"pid": os.getpid(), "host": here, "token": "x"})
+    assert not run_lock._is_stale(path, {})  # being written just now
     os.utime(path, (time.time() - 3600,) * 2)
-    assert runs._is_stale(path, {})  # its writer died before writing it
+    assert run_lock._is_stale(path, {})  # its writer died before writing it
 
 
 def test_takeover_left_half_done_by_a_dead_process_is_finished(tmp_path, mnist1d):
@@ -173,11 +176,11 @@ def test_lock_is_released_when_training_fails(tmp_path, mnist1d, monkeypatch):
     monkeypatch.setattr(runs.Trainer, "run", fail)
     with pytest.raises(KeyboardInterrupt):
         train_run(CONFIG, tmp_path, dataset=mnist1d, progress=False)
-    assert not (self_run.dir / LOCK_NAME).exists() and not runs._held
+    assert not (self_run.dir / LOCK_NAME).exists() and not run_lock._held
 
 
 def test_ensure_checkpoint_holds_the_lock_while_it_trains(tmp_path, mnist1d):
     run = Run(tmp_path, RunSpec(CONFIG))  # never started: trained through train_runs
     path = ensure_checkpoint(run, 20, dataset=mnist1d, progress=False)
     assert path == run.checkpoint_path(20) and path.is_file()
-    assert run.finished and not (run.dir / LOCK_NAME).exists() and not runs._held
+    assert run.finished and not (run.dir / LOCK_NAME).exists() and not run_lock._held
