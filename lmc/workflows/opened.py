@@ -205,14 +205,11 @@ def open_checkpoint(path: str | os.PathLike, *, dataset: Dataset | None = None,
                              data_dir)
     if model_options:
         raise ConfigError("model options need --model package.module:factory")
-    try:
-        ckpt = load_checkpoint(path)
-    except CheckpointError as e:
-        if Path(path).is_dir() or "not an lmc checkpoint" in str(e):
-            raise CheckpointError(f"{path} is not an lmc checkpoint; for a checkpoint of your "
-                                  "own network give --model package.module:factory and "
-                                  "--data") from None
-        raise
+    if Path(path).is_dir():
+        raise CheckpointError(f"{path} is a directory, not an lmc checkpoint; an orbax "
+                              "checkpoint of your own network needs --model "
+                              "package.module:factory and --data")
+    ckpt = load_checkpoint(path)  # its error lists the accepted formats
     module, evaluate, update = _network(json.dumps(ckpt.meta["model"], sort_keys=True))
     return OpenedCheckpoint(ckpt, module, evaluate, update, policy or policy_for(module),
                             data_dir, dataset)
