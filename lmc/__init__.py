@@ -9,6 +9,13 @@ Masks and pruning criteria are `lmc.masks` and `lmc.prune`.
 from lmc._version import __version__
 from lmc.constants import MATCHING_TOLERANCE, STABILITY_THRESHOLD
 from lmc.core import masks, prune
+from lmc.core.alignment import (
+    PermutationSpec,
+    apply_permutation,
+    random_permutation,
+    spec_from_params,
+    weight_matching,
+)
 from lmc.core.batching import batch_mean, batches_of, fixed_subset
 from lmc.core.curvature import (
     Eigenpairs,
@@ -79,18 +86,19 @@ __all__ = [
     "DenseOperator", "Duration", "Eigenpairs", "Evaluator", "ExecutionPolicy", "HessianOperator",
     "ImpRecord", "ImpSettings", "InstabilityComparison", "InstabilityRecord",
     "InterpolationRecord", "LinearOperator", "LmcError", "Method", "OpenedCheckpoint",
-    "PathEvaluator", "PrunePrediction", "PruneRatioRecord", "Record", "Run", "RunSpec",
-    "SharpnessPathRecord", "SharpnessRecord", "SpectralDensity", "TraceEstimate", "TrainConfig",
-    "TrainResult", "TrainState", "Trainer", "TrainingDiverged", "__version__", "alpha_grid",
-    "apply_mask", "apply_model", "barriers", "batch_mean", "batches_of", "build_model",
-    "check_same_structure", "count_params", "cross_entropy", "default_cache_dir",
-    "directional_curvature", "enable_compilation_cache", "eval_apply", "figures", "fixed_subset",
-    "hutchinson_trace", "hutchpp_trace", "init_model", "instability_analysis",
-    "interpolate_checkpoints", "interpolation_record", "lambda_max_along_path", "lerp",
-    "load_checkpoint", "load_dataset", "load_record", "masks", "open_checkpoint", "open_data",
-    "pairwise_interpolations", "path_sharpness_record", "plot_result", "power_iteration",
-    "predict_prune_ratio", "prunable", "prune", "prune_ratio_record", "register", "run_imp",
-    "save_checkpoint", "save_figure", "sharpness_record", "spawn", "spectral_density",
-    "top_eigenpairs", "train", "train_apply", "train_run", "train_runs",
+    "PathEvaluator", "PermutationSpec", "PrunePrediction", "PruneRatioRecord", "Record", "Run",
+    "RunSpec", "SharpnessPathRecord", "SharpnessRecord", "SpectralDensity", "TraceEstimate",
+    "TrainConfig", "TrainResult", "TrainState", "Trainer", "TrainingDiverged", "__version__",
+    "alpha_grid", "apply_mask", "apply_model", "apply_permutation", "barriers", "batch_mean",
+    "batches_of", "build_model", "check_same_structure", "count_params", "cross_entropy",
+    "default_cache_dir", "directional_curvature", "enable_compilation_cache", "eval_apply",
+    "figures", "fixed_subset", "hutchinson_trace", "hutchpp_trace", "init_model",
+    "instability_analysis", "interpolate_checkpoints", "interpolation_record",
+    "lambda_max_along_path", "lerp", "load_checkpoint", "load_dataset", "load_record", "masks",
+    "open_checkpoint", "open_data", "pairwise_interpolations", "path_sharpness_record",
+    "plot_result", "power_iteration", "predict_prune_ratio", "prunable", "prune",
+    "prune_ratio_record", "random_permutation", "register", "run_imp", "save_checkpoint",
+    "save_figure", "sharpness_record", "spawn", "spec_from_params", "spectral_density",
+    "top_eigenpairs", "train", "train_apply", "train_run", "train_runs", "weight_matching",
 ]
 
