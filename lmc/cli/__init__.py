@@ -10,6 +10,7 @@ import warnings
 
 from lmc._version import __version__
 from lmc.cli import (
+    align,
     demo,
     imp,
     instability,
@@ -44,6 +45,8 @@ examples:
   lmc demo                                     train, interpolate and analyse instability
   lmc interpolate RUN/checkpoints/step_00000500.npz RUN/checkpoints/step_00006000.npz
   lmc instability --model mlp --lr 0.1 --spawn-steps 0it,50it,200it
+  lmc interpolate A.npz B.npz --align weight    barriers before and after aligning B to A
+  lmc align A.npz B.npz --out B_aligned.npz     B with its hidden units permuted to match A
   lmc plot lmc_results/instability-0123456789.json
   lmc train --model mlp --lr 0.05 --duration 20ep --save-at 0it,100it,500it
   lmc train --config resnet20_cifar10.json --runs /data/lmc_runs
@@ -57,8 +60,8 @@ NO_CACHE_HELP = ("do not keep compiled programs in $LMC_CACHE_DIR/jax_cache (def
                  "~/.cache/lmc/jax_cache); also LMC_COMPILATION_CACHE=0")
 
 # In the order of `lmc --help`.
-COMMANDS = (train, demo, interpolate, spawn, instability, imp, prune_ratio, sharpness, plot,
-            listing)
+COMMANDS = (train, demo, interpolate, align, spawn, instability, imp, prune_ratio, sharpness,
+            plot, listing)
 
 
 def build_parser() -> argparse.ArgumentParser:

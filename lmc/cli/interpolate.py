@@ -13,6 +13,7 @@ from lmc.cli._common import (
     model_arguments,
     write_result,
 )
+from lmc.workflows.alignment import METHODS
 from lmc.workflows.interpolation import interpolate_checkpoints
 from lmc.workflows.records import InterpolationRecord
 
@@ -32,16 +33,20 @@ def add_parser(subparsers) -> None:
     p.add_argument("--max-examples", type=int, help="evaluate on a fixed subset of this size")
     p.add_argument("--layerwise", action="store_true",
                    help="also move one block at a time (and all but one)")
+    p.add_argument("--align", choices=METHODS,
+                   help="also interpolate after permuting B's hidden units to match A "
+                   "(weight or activation matching); the JSON and the figure hold both")
     add_model_arguments(p)
     add_data_dir(p)
     p.set_defaults(func=run)
 
 
-def print_barrier_table(record) -> None:
-    """Loss and error barriers (mean, chord, midpoint definitions) per split."""
+def print_barrier_table(record, barriers=None) -> None:
+    """Loss and error barriers (mean, chord, midpoint definitions) per split: the record's,
+    or `barriers` of the same form."""
     print(f"{'split':<6} {'':>4}  {'loss: mean':>10} {'chord':>7} {'midpt':>7}   "
           f"{'error (pts): mean':>17} {'chord':>6} {'midpt':>6}")
-    for split, b in record.barriers.items():
+    for split, b in (record.barriers if barriers is None else barriers).items():
         loss, err = b["loss"], b["error"]
         print(f"{split:<6} {'':>4}  {loss['mean']:>10.4f} {loss['chord']:>7.4f} "
               f"{loss['midpoint']:>7.4f}   {100 * err['mean']:>17.2f} {100 * err['chord']:>6.2f} "
@@ -51,7 +56,14 @@ def print_barrier_table(record) -> None:
 def print_interpolation(record: InterpolationRecord) -> None:
     bn = f", BatchNorm {record.bn}" if record.bn != "none" else ""
     print(f"{record.model['name']} on {record.data}, {len(record.alphas)} points{bn}")
+    if record.aligned is not None:
+        print("before alignment")
     print_barrier_table(record)
+    if record.aligned is not None:
+        aligned = record.aligned
+        print(f"after {aligned['method']} alignment of B to A (objective "
+              f"{aligned['objective_before']:.6g} -> {aligned['objective_after']:.6g})")
+        print_barrier_table(record, aligned["barriers"])
     for row in record.layerwise or []:
         split = "test" if "test" in row["only"] else "train"
         print(f"  {row['block']:<20} {split} error barrier: only this block moves "
@@ -63,6 +75,6 @@ def run(args: argparse.Namespace) -> None:
     record = interpolate_checkpoints(
         args.a, args.b, alphas=args.alphas, splits=tuple(args.splits), bn=args.bn,
         max_examples=args.max_examples, layerwise=args.layerwise, data_dir=args.data_dir,
-        **model_arguments(args))
+        align=args.align, **model_arguments(args))
     print_interpolation(record)
     write_result(record, args)

@@ -15,7 +15,11 @@ Convention: a permutation ``perm`` of a group acts as a gather, ``new[i] = old[p
 along each of its axes. `weight_matching(spec, a, b)` returns the perms that, applied to
 `b`, align it to `a`; if ``b = apply_permutation(spec, pi, a)`` that is ``argsort(pi)``.
 
-REPAIR, activation matching and the command line are not part of this module.
+`activation_matching(spec, activations_a, activations_b)` matches units by the correlation
+of their activations on a fixed batch instead (Ainsworth et al. 2022, §3.1); the caller
+collects the activations (`lmc.training.activations.sequential_activations` for lmc's
+sequential models). REPAIR is in `lmc.core.repair`; the command line is not part of this
+module.
 """
 
 from __future__ import annotations
@@ -277,6 +281,73 @@ def weight_matching(
     return perms, history
 
 
+def _unit_matrix(activations: Mapping[str, Any], group: str, which: str) -> np.ndarray:
+    if group not in activations:
+        raise ConfigError(f"no activations of permutation group {group!r} for network {which}")
+    x = np.asarray(activations[group], np.float64)
+    if x.ndim < 2:
+        raise ConfigError(f"the activations of group {group!r} (network {which}) must be an "
+                          f"array (examples, ..., units), got shape {x.shape}")
+    x = x.reshape(-1, x.shape[-1])
+    if x.shape[0] < 2:
+        raise ConfigError(f"the activations of group {group!r} (network {which}) have "
+                          f"{x.shape[0]} example(s); correlations need at least 2")
+    if not np.all(np.isfinite(x)):
+        raise ConfigError(f"the activations of group {group!r} (network {which}) are not "
+                          f"all finite")
+    return x
+
+
+def _standardised(x: np.ndarray, epsilon: float) -> np.ndarray:
+    """Each column centred and divided by its std; a constant (dead) column becomes 0."""
+    centred = x - x.mean(axis=0)
+    std = centred.std(axis=0)
+    return np.where(std > epsilon, centred / np.maximum(std, epsilon), 0.0)
+
+
+def activation_correlation(activations_a: Any, activations_b: Any,
+                           epsilon: float = 1e-8) -> np.ndarray:
+    """The (units_a, units_b) matrix of Pearson correlations between the units (last axis)
+    of two activation arrays over all other axes (examples and positions); a unit whose
+    std is at most `epsilon` (dead on the batch) correlates 0 with everything."""
+    a = _unit_matrix({"x": activations_a}, "x", "a")
+    b = _unit_matrix({"x": activations_b}, "x", "b")
+    if a.shape[0] != b.shape[0]:
+        raise ConfigError(f"the activations have {a.shape[0]} and {b.shape[0]} examples")
+    return _correlation(a, b, epsilon)
+
+
+def _correlation(a: np.ndarray, b: np.ndarray, epsilon: float) -> np.ndarray:
+    return _standardised(a, epsilon).T @ _standardised(b, epsilon) / a.shape[0]
+
+
+def activation_matching(spec: PermutationSpec, activations_a: Mapping[str, Any],
+                        activations_b: Mapping[str, Any], *,
+                        epsilon: float = 1e-8) -> dict[str, np.ndarray]:
+    """Permutations of `b` that maximise, per group, the summed correlation of matched units.
+
+    `activations_x` maps every group of `spec` to the activations of its units on a fixed
+    batch, shape (examples, ..., units) with the units last (positions of a convolution are
+    folded into the examples); keys that are not groups are ignored. Both networks must be
+    fed the same batch. Per group, the linear assignment on `activation_correlation` (a's
+    units as rows) gives ``perm[i]``: the unit of b matched to unit i of a. The groups are
+    matched independently (the activations do not depend on the perms).
+
+    Returns perms in the convention of `weight_matching`:
+    ``apply_permutation(spec, perms, params_b, state_b)`` is b aligned to a.
+    """
+    perms = {}
+    for group in spec.groups:
+        a = _unit_matrix(activations_a, group, "a")
+        b = _unit_matrix(activations_b, group, "b")
+        if a.shape != b.shape:
+            raise ConfigError(f"the activations of group {group!r} have shape {a.shape} in "
+                              f"the first network, {b.shape} in the second")
+        _, cols = linear_sum_assignment(_correlation(a, b, epsilon), maximize=True)
+        perms[group] = cols.astype(np.int64)
+    return perms
+
+
 # --- specs of lmc's models, from the parameter tree -----------------------------------------
 
 
@@ -426,6 +497,8 @@ __all__ = [
     "KINDS",
     "PermutationSpec",
     "PermutedAxis",
+    "activation_correlation",
+    "activation_matching",
     "apply_permutation",
     "random_permutation",
     "spec_from_params",

@@ -31,7 +31,8 @@ from lmc.workflows.records import InstabilityComparison, InstabilityRecord, Inte
 
 
 def interpolation_figure(record: InterpolationRecord) -> Figure:
-    """Error and loss along the path between two networks, mean barriers marked."""
+    """Error and loss along the path between two networks, mean barriers marked; with the
+    aligned pair's curves (`record.aligned`) on the same axes, labelled "<split> (aligned)"."""
     alphas = np.asarray(record.alphas, float)
     curves = record.curves
     splits = ordered_splits(curves)
@@ -41,8 +42,13 @@ def interpolation_figure(record: InterpolationRecord) -> Figure:
     name = title(record.model, record.data)
     if record.bn != "none":
         name += f", BatchNorm {record.bn}"
+    aligned = {}
+    if record.aligned is not None:
+        aligned = {s: record.aligned["curves"][s] for s in ordered_splits(record.aligned["curves"])}
+        name += f"\nsolid/dashed: as trained; dash-dot/dotted: B {record.aligned['method']}-aligned"
     with matplotlib.rc_context(STYLE):
-        fig = Figure(figsize=(3.7 * len(metrics) + 0.3, 3.4), layout="constrained")
+        fig = Figure(figsize=(3.7 * len(metrics) + 0.3, 3.4 + 0.3 * bool(aligned)),
+                     layout="constrained")
         axes = fig.subplots(1, len(metrics), squeeze=False)[0]
         for axis, metric in zip(axes, metrics, strict=True):
             shown = [s for s in splits if metric in curves[s]]
@@ -50,12 +56,39 @@ def interpolation_figure(record: InterpolationRecord) -> Figure:
                 values = per_alpha(curves[split][metric], alphas, f"curves.{split}.{metric}")
                 side = 0 if len(shown) == 1 else 1 - 2 * (i % 2)
                 _draw_path(axis, alphas, values, split, metric, side)
+            for split in aligned:
+                if metric in aligned[split]:
+                    values = per_alpha(aligned[split][metric], alphas,
+                                       f"aligned.curves.{split}.{metric}")
+                    _draw_aligned(axis, alphas, values, split, metric)
             alpha_axis(axis)
             axis.set_ylabel(METRIC_LABEL[metric])
             axis.set_ylim(bottom=0)
             axis.legend(loc="best")
         fig.suptitle(f"Linear interpolation: {name}")
     return fig
+
+
+# the aligned pair's curves (`InterpolationRecord.aligned`): the split's colour, another line
+ALIGNED_STYLE = {"test": "-.", "train": ":"}
+
+
+def _draw_aligned(axis: Axes, alphas: np.ndarray, values: np.ndarray, split: str,
+                  metric: str) -> None:
+    """One split's curve between A and B aligned to A, its mean barrier in the legend."""
+    colour, _, fill = SPLIT_STYLE.get(split, OTHER_SPLIT_STYLE)
+    if metric == "error":
+        values = 100 * values
+    barrier = values.max() - 0.5 * (values[0] + values[-1])
+    text = f"{barrier:.1f} pts" if metric == "error" else f"{barrier:.3g}"
+    axis.plot(alphas, values, color=colour, ls=ALIGNED_STYLE.get(split, "-."), lw=1.6,
+              label=f"{split} (aligned)")
+    axis.plot(alphas[[0, -1]], values[[0, -1]], ls="none", marker="s", markersize=5,
+              color=colour, fillstyle=fill, markeredgewidth=1.2)
+    axis.annotate(f"aligned {text}", xy=(0.5, float(np.interp(0.5, alphas, values))),
+                  xytext=(0, -10), textcoords="offset points", ha="center", va="top",
+                  color=colour, fontsize=8,
+                  bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8})
 
 
 def layerwise_figure(record: InterpolationRecord) -> Figure:

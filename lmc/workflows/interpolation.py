@@ -11,6 +11,7 @@ from lmc.core.batching import fixed_subset
 from lmc.core.interpolate import METRICS, PathEvaluator, alpha_grid, barriers, interpolation_record
 from lmc.errors import check_name
 from lmc.training.data import Dataset
+from lmc.workflows.alignment import METHODS, align_opened
 from lmc.workflows.opened import (
     SPLITS,
     OpenedCheckpoint,
@@ -46,6 +47,8 @@ def interpolate_checkpoints(
     model: str | None = None,
     model_options: dict[str, Any] | None = None,
     data: str | os.PathLike | None = None,
+    align: str | None = None,
+    align_seed: int = 0,
 ) -> InterpolationRecord:
     """Interpolate between two lmc checkpoints of one architecture.
 
@@ -54,6 +57,9 @@ def interpolate_checkpoints(
     subset. `layerwise` adds, for every top-level layer/block, the barriers when only that
     block moves and when all but that block move (Vlaar & Frankle 2022). `model`,
     `model_options` and `data` open checkpoints of your own network (`open_checkpoint`).
+    `align` ("weight") also interpolates between A and B permuted to match A
+    (`lmc.workflows.alignment.align_opened`, sweep order from `align_seed`): the record's
+    `aligned` field holds those curves and barriers, the method and the matching objective.
     """
     a = open_checkpoint(path_a, dataset=dataset, data_dir=data_dir, model=model,
                         model_options=model_options, data=data)
@@ -62,16 +68,18 @@ def interpolate_checkpoints(
     check_same_network(a, b)
     for split in splits:
         check_name("split", split, SPLITS)
+    if align is not None:
+        check_name("alignment method", align, METHODS)
     bn = bn or ("reset" if a.has_state else "interpolate")
     data = {split: a.split(split, max_examples) for split in splits}
     reset = a.has_state and bn == "reset"
     batches = bn_batches(a, bn_examples, bn_batch_size) if reset else None
     grid = alpha_grid(alphas) if isinstance(alphas, int) else np.asarray(alphas, float)
 
-    def curves(moving=None):
+    def curves(moving=None, params_b=b.params, state_b=b.state):
         evaluator = PathEvaluator(a.eval_apply, train_apply=a.train_apply, bn=bn,
                                   moving=moving, policy=a.policy)
-        return evaluator.curves(a.params, b.params, data, state_a=a.state, state_b=b.state,
+        return evaluator.curves(a.params, params_b, data, state_a=a.state, state_b=state_b,
                                 alphas=grid, bn_batches=batches)
 
     record = InterpolationRecord(
@@ -89,4 +97,10 @@ def interpolate_checkpoints(
                 row[mode] = {s: {k: barriers(c[s][k], grid)["mean"] for k in METRICS}
                              for s in c}
             record.layerwise.append(row)
+    if align is not None:
+        params_b, state_b, _, info = align_opened(a, b, align, align_seed)
+        aligned = interpolation_record(curves(params_b=params_b, state_b=state_b), grid)
+        record.aligned = {"method": align, "objective_before": info["objective_before"],
+                          "objective_after": info["objective_after"],
+                          "curves": aligned["curves"], "barriers": aligned["barriers"]}
     return record

@@ -90,6 +90,9 @@ class InterpolationRecord(Record):
     barriers: dict[str, dict[str, dict[str, float]]]  # split -> metric -> definition -> value
     # per top-level block: {"block", "only": {split: {metric: mean barrier}}, "all_but": ...}
     layerwise: list[dict[str, Any]] | None = _optional()
+    # the pair after permuting B to match A (`interpolate_checkpoints(align=...)`):
+    # {"method", "objective_before", "objective_after", "curves", "barriers"} (as above)
+    aligned: dict[str, Any] | None = _optional()
 
 
 @dataclasses.dataclass

@@ -11,6 +11,8 @@ import pytest
 from lmc.core.alignment import (
     PermutationSpec,
     PermutedAxis,
+    activation_correlation,
+    activation_matching,
     apply_permutation,
     random_permutation,
     spec_from_params,
@@ -18,6 +20,7 @@ from lmc.core.alignment import (
 )
 from lmc.core.masks import path_name
 from lmc.errors import ConfigError
+from lmc.training.activations import sequential_activations
 from lmc.training.models import build_model, eval_apply, init_model
 
 # name -> (options, input shape, spec kind, number of permutation groups)
@@ -204,3 +207,70 @@ def test_malformed_specs_and_permutations():
         apply_permutation(spec, {"dense0": np.arange(8)}, params, {})
     with pytest.raises(ConfigError, match="both networks or neither"):
         weight_matching(spec, params, params, {}, None)
+
+
+# --- activation matching --------------------------------------------------------------------
+
+
+def matching_network(name):
+    """(module, perturbed params, spec, a batch of 64 inputs) of an MLP or conv1d."""
+    options, shape, _, _ = MODELS[name]
+    module = build_model(name, 10, **options)
+    params, state = perturbed(*init_model(module, jax.random.key(0), shape), jax.random.key(1))
+    x = jax.random.normal(jax.random.key(2), (64, *shape))
+    acts = functools.partial(sequential_activations, module, state=state, x=x)
+    return params, state, spec_from_params(params, state), acts
+
+
+@pytest.mark.parametrize("name", ["mlp", "conv1d"])
+def test_activation_matching_of_a_network_with_itself_is_the_identity(name):
+    params, _, spec, acts = matching_network(name)
+    a = acts(params)
+    assert set(a) == set(spec.groups)
+    perms = activation_matching(spec, a, a)
+    for group, perm in perms.items():
+        np.testing.assert_array_equal(perm, np.arange(len(perm)), err_msg=group)
+
+
+@pytest.mark.parametrize("name", ["mlp", "conv1d"])
+def test_activation_matching_recovers_a_permutation(name):
+    params, state, spec, acts = matching_network(name)
+    pi = random_permutation(spec, params, jax.random.key(4), state)
+    assert all(not np.array_equal(p, np.arange(len(p))) for p in pi.values())
+    params_b, _ = apply_permutation(spec, pi, params, state)
+    a, b = acts(params), acts(params_b)
+    for group in spec.groups:  # no dead unit on the batch, so every match is unambiguous
+        assert np.all(np.asarray(a[group]).std(axis=0) > 1e-3), group
+    perms = activation_matching(spec, a, b)
+    for group, p in pi.items():
+        np.testing.assert_array_equal(perms[group], np.argsort(p), err_msg=group)
+    aligned, _ = apply_permutation(spec, perms, params_b, state)
+    assert same_tree(aligned, params)
+
+
+def test_the_activation_correlation():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(50, 3))
+    b = np.stack([3.0 * a[:, 2] + 1.0, -a[:, 0], np.zeros(50)], axis=1)  # last unit dead
+    corr = activation_correlation(a, b)
+    np.testing.assert_allclose(corr[2, 0], 1.0, rtol=1e-12)
+    np.testing.assert_allclose(corr[0, 1], -1.0, rtol=1e-12)
+    np.testing.assert_array_equal(corr[:, 2], 0.0)
+    expected = np.c_[np.corrcoef(a.T, b[:, :2].T)[:3, 3:], np.zeros(3)]
+    np.testing.assert_allclose(corr, expected, atol=1e-12)
+    perms = activation_matching(PermutationSpec({"h": [("params/h/kernel", 1)]}),
+                                {"h": a}, {"h": b})
+    np.testing.assert_array_equal(perms["h"], [2, 1, 0])  # unit 0 of a: not anticorrelated b1
+
+
+def test_malformed_activations():
+    spec = PermutationSpec({"h": [("params/h/kernel", 1)]})
+    good = np.ones((4, 3))
+    with pytest.raises(ConfigError, match="no activations of permutation group 'h'"):
+        activation_matching(spec, {"h": good}, {"g": good})
+    with pytest.raises(ConfigError, match="shape"):
+        activation_matching(spec, {"h": good}, {"h": np.ones((5, 3))})
+    with pytest.raises(ConfigError, match="at least 2"):
+        activation_matching(spec, {"h": good[:1]}, {"h": good[:1]})
+    with pytest.raises(ConfigError, match="finite"):
+        activation_matching(spec, {"h": good}, {"h": np.full((4, 3), np.nan)})
