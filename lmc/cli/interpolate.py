@@ -36,6 +36,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--align", choices=METHODS,
                    help="also interpolate after permuting B's hidden units to match A "
                    "(weight or activation matching); the JSON and the figure hold both")
+    p.add_argument("--repair", action="store_true",
+                   help="with --align, networks without BatchNorm: also REPAIR every "
+                   "interpolated network (Jordan et al. 2023)")
     add_model_arguments(p)
     add_data_dir(p)
     p.set_defaults(func=run)
@@ -64,6 +67,10 @@ def print_interpolation(record: InterpolationRecord) -> None:
         print(f"after {aligned['method']} alignment of B to A (objective "
               f"{aligned['objective_before']:.6g} -> {aligned['objective_after']:.6g})")
         print_barrier_table(record, aligned["barriers"])
+        if "repaired" in aligned:
+            print(f"after alignment and REPAIR (statistics on {aligned['repaired']['examples']} "
+                  "training examples)")
+            print_barrier_table(record, aligned["repaired"]["barriers"])
     for row in record.layerwise or []:
         split = "test" if "test" in row["only"] else "train"
         print(f"  {row['block']:<20} {split} error barrier: only this block moves "
@@ -75,6 +82,6 @@ def run(args: argparse.Namespace) -> None:
     record = interpolate_checkpoints(
         args.a, args.b, alphas=args.alphas, splits=tuple(args.splits), bn=args.bn,
         max_examples=args.max_examples, layerwise=args.layerwise, data_dir=args.data_dir,
-        align=args.align, **model_arguments(args))
+        align=args.align, repair=args.repair, **model_arguments(args))
     print_interpolation(record)
     write_result(record, args)

@@ -42,10 +42,13 @@ def interpolation_figure(record: InterpolationRecord) -> Figure:
     name = title(record.model, record.data)
     if record.bn != "none":
         name += f", BatchNorm {record.bn}"
-    aligned = {}
+    aligned, repaired = {}, {}
+    if record.aligned is not None and "repaired" in record.aligned:
+        repaired = record.aligned["repaired"]["curves"]
     if record.aligned is not None:
         aligned = {s: record.aligned["curves"][s] for s in ordered_splits(record.aligned["curves"])}
         name += f"\nsolid/dashed: as trained; dash-dot/dotted: B {record.aligned['method']}-aligned"
+        name += "; thin with diamonds: aligned + REPAIR" if repaired else ""
     with matplotlib.rc_context(STYLE):
         fig = Figure(figsize=(3.7 * len(metrics) + 0.3, 3.4 + 0.3 * bool(aligned)),
                      layout="constrained")
@@ -61,6 +64,11 @@ def interpolation_figure(record: InterpolationRecord) -> Figure:
                     values = per_alpha(aligned[split][metric], alphas,
                                        f"aligned.curves.{split}.{metric}")
                     _draw_aligned(axis, alphas, values, split, metric)
+            for split in repaired:
+                if metric in repaired[split]:
+                    values = per_alpha(repaired[split][metric], alphas,
+                                       f"aligned.repaired.curves.{split}.{metric}")
+                    _draw_aligned(axis, alphas, values, split, metric, repaired=True)
             alpha_axis(axis)
             axis.set_ylabel(METRIC_LABEL[metric])
             axis.set_ylim(bottom=0)
@@ -74,19 +82,23 @@ ALIGNED_STYLE = {"test": "-.", "train": ":"}
 
 
 def _draw_aligned(axis: Axes, alphas: np.ndarray, values: np.ndarray, split: str,
-                  metric: str) -> None:
-    """One split's curve between A and B aligned to A, its mean barrier in the legend."""
+                  metric: str, repaired: bool = False) -> None:
+    """One split's curve between A and B aligned to A (and REPAIRed), its mean barrier
+    annotated."""
     colour, _, fill = SPLIT_STYLE.get(split, OTHER_SPLIT_STYLE)
     if metric == "error":
         values = 100 * values
     barrier = values.max() - 0.5 * (values[0] + values[-1])
     text = f"{barrier:.1f} pts" if metric == "error" else f"{barrier:.3g}"
-    axis.plot(alphas, values, color=colour, ls=ALIGNED_STYLE.get(split, "-."), lw=1.6,
-              label=f"{split} (aligned)")
+    what = "aligned + REPAIR" if repaired else "aligned"
+    axis.plot(alphas, values, color=colour, ls=ALIGNED_STYLE.get(split, "-."),
+              lw=1.0 if repaired else 1.6, marker="d" if repaired else None, markersize=3,
+              label=f"{split} ({what})")
     axis.plot(alphas[[0, -1]], values[[0, -1]], ls="none", marker="s", markersize=5,
               color=colour, fillstyle=fill, markeredgewidth=1.2)
-    axis.annotate(f"aligned {text}", xy=(0.5, float(np.interp(0.5, alphas, values))),
-                  xytext=(0, -10), textcoords="offset points", ha="center", va="top",
+    axis.annotate(f"{what} {text}", xy=(0.5, float(np.interp(0.5, alphas, values))),
+                  xytext=(0, -22 if repaired else -10), textcoords="offset points",
+                  ha="center", va="top",
                   color=colour, fontsize=8,
                   bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8})
 

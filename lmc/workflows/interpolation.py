@@ -8,8 +8,17 @@ from typing import Any
 import numpy as np
 
 from lmc.core.batching import fixed_subset
-from lmc.core.interpolate import METRICS, PathEvaluator, alpha_grid, barriers, interpolation_record
-from lmc.errors import check_name
+from lmc.core.evaluate import Evaluator
+from lmc.core.interpolate import (
+    METRICS,
+    PathEvaluator,
+    alpha_grid,
+    barriers,
+    interpolation_record,
+    lerp,
+)
+from lmc.errors import ConfigError, check_name
+from lmc.training.activations import repair_model
 from lmc.training.data import Dataset
 from lmc.workflows.alignment import METHODS, align_opened
 from lmc.workflows.opened import (
@@ -49,6 +58,8 @@ def interpolate_checkpoints(
     data: str | os.PathLike | None = None,
     align: str | None = None,
     align_seed: int = 0,
+    repair: bool = False,
+    repair_examples: int = 1000,
 ) -> InterpolationRecord:
     """Interpolate between two lmc checkpoints of one architecture.
 
@@ -60,6 +71,11 @@ def interpolate_checkpoints(
     `align` ("weight") also interpolates between A and B permuted to match A
     (`lmc.workflows.alignment.align_opened`, sweep order from `align_seed`): the record's
     `aligned` field holds those curves and barriers, the method and the matching objective.
+    `repair` adds, under `aligned["repaired"]`, the curves of the aligned path with every
+    interpolated network REPAIRed (Jordan et al. 2023: each hidden unit's pre-activation
+    mean and std set to the interpolation of the endpoints', on a fixed subset of
+    `repair_examples` training examples); for BatchNorm networks REPAIR is the BN reset
+    that `bn="reset"` already does.
     """
     a = open_checkpoint(path_a, dataset=dataset, data_dir=data_dir, model=model,
                         model_options=model_options, data=data)
@@ -70,6 +86,9 @@ def interpolate_checkpoints(
         check_name("split", split, SPLITS)
     if align is not None:
         check_name("alignment method", align, METHODS)
+    if repair and (align is None or a.has_state):
+        raise ConfigError("REPAIR needs --align, and applies to networks without BatchNorm "
+                          "(for BatchNorm networks it is the BN reset, --bn reset)")
     bn = bn or ("reset" if a.has_state else "interpolate")
     data = {split: a.split(split, max_examples) for split in splits}
     reset = a.has_state and bn == "reset"
@@ -103,4 +122,27 @@ def interpolate_checkpoints(
         record.aligned = {"method": align, "objective_before": info["objective_before"],
                           "objective_after": info["objective_after"],
                           "curves": aligned["curves"], "barriers": aligned["barriers"]}
+        if repair:
+            x_repair = a.split("train", repair_examples, seed=2)[0]
+            repaired = interpolation_record(
+                _repaired_curves(a, params_b, data, grid, x_repair), grid)
+            record.aligned["repaired"] = {"examples": int(len(x_repair)),
+                                          "curves": repaired["curves"],
+                                          "barriers": repaired["barriers"]}
     return record
+
+
+def _repaired_curves(a: OpenedCheckpoint, params_b: Any, data: dict, grid: np.ndarray,
+                     x_repair: Any) -> dict[str, dict[str, np.ndarray]]:
+    """Loss and error of every REPAIRed network on the path from A to `params_b`, α by α
+    (each interpolated network gets its own correction)."""
+    evaluator = Evaluator(a.eval_apply)
+    out = {split: {"loss": [], "error": []} for split in data}
+    for alpha in grid:
+        params = repair_model(a.module, lerp(a.params, params_b, float(alpha)), a.params,
+                              params_b, x_repair, float(alpha), state=a.state)
+        for split, (x, y) in data.items():
+            metrics = evaluator(params, a.state, x, y)
+            out[split]["loss"].append(metrics["loss"])
+            out[split]["error"].append(metrics["error"])
+    return {split: {k: np.asarray(v) for k, v in c.items()} for split, c in out.items()}

@@ -181,3 +181,28 @@ def test_activation_matching_keeps_the_function(trained_run, other_run, mnist1d,
                  str(out), "--data-dir", str(data_dir)]) == 0
     assert load_checkpoint(out).meta["aligned_to"]["method"] == "activation"
     assert _same(load_checkpoint(out).params, params)
+
+
+def test_interpolate_with_repair(trained_run, other_run, mnist1d, data_dir, tmp_path, capsys):
+    """REPAIR's curves: at the ends they are the endpoints' own (REPAIR at α = 0 and 1 is
+    the identity), and every repaired point is evaluated on the aligned path."""
+    a, b = trained_run.final_checkpoint(), other_run.final_checkpoint()
+    record = interpolate_checkpoints(a, b, alphas=5, align="weight", repair=True,
+                                     repair_examples=500, dataset=mnist1d)
+    aligned, repaired = record.aligned, record.aligned["repaired"]
+    assert repaired["examples"] == 500
+    for split in ("train", "test"):
+        for metric in ("loss", "error"):
+            ends = np.asarray(aligned["curves"][split][metric])[[0, -1]]
+            np.testing.assert_allclose(np.asarray(repaired["curves"][split][metric])[[0, -1]],
+                                       ends, rtol=1e-4, atol=1e-6)
+    again = load_record(record.save(tmp_path / "r.json"))
+    assert again.aligned["repaired"]["barriers"] == repaired["barriers"]
+    labels = [t.get_text() for t in interpolation_figure(again).axes[0].get_legend().get_texts()]
+    assert "test (aligned + REPAIR)" in labels
+    with pytest.raises(ConfigError, match="REPAIR needs --align"):
+        interpolate_checkpoints(a, b, alphas=3, repair=True, dataset=mnist1d)
+    assert main(["interpolate", str(a), str(b), "--alphas", "3", "--align", "weight",
+                 "--repair", "--out", str(tmp_path / "c.json"), "--no-figure",
+                 "--data-dir", str(data_dir)]) == 0
+    assert "after alignment and REPAIR" in capsys.readouterr().out
