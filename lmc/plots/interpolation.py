@@ -47,10 +47,11 @@ def interpolation_figure(record: InterpolationRecord) -> Figure:
         repaired = record.aligned["repaired"]["curves"]
     if record.aligned is not None:
         aligned = {s: record.aligned["curves"][s] for s in ordered_splits(record.aligned["curves"])}
-        name += f"\nsolid/dashed: as trained; dash-dot/dotted: B {record.aligned['method']}-aligned"
-        name += "; thin with diamonds: aligned + REPAIR" if repaired else ""
+        name += (f"\nsolid/dashed: as trained · dash-dot/dotted: B {record.aligned['method']}"
+                 "-aligned" + (" · diamonds: + REPAIR" if repaired else ""))
     with matplotlib.rc_context(STYLE):
-        fig = Figure(figsize=(3.7 * len(metrics) + 0.3, 3.4 + 0.3 * bool(aligned)),
+        fig = Figure(figsize=((4.3 if aligned else 3.7) * len(metrics) + 0.3,
+                            3.4 + 1.3 * bool(aligned)),
                      layout="constrained")
         axes = fig.subplots(1, len(metrics), squeeze=False)[0]
         for axis, metric in zip(axes, metrics, strict=True):
@@ -63,16 +64,22 @@ def interpolation_figure(record: InterpolationRecord) -> Figure:
                 if metric in aligned[split]:
                     values = per_alpha(aligned[split][metric], alphas,
                                        f"aligned.curves.{split}.{metric}")
-                    _draw_aligned(axis, alphas, values, split, metric)
+                    barrier = record.aligned["barriers"][split][metric]["mean"]
+                    _draw_aligned(axis, alphas, values, split, metric, barrier)
             for split in repaired:
                 if metric in repaired[split]:
                     values = per_alpha(repaired[split][metric], alphas,
                                        f"aligned.repaired.curves.{split}.{metric}")
-                    _draw_aligned(axis, alphas, values, split, metric, repaired=True)
+                    barrier = record.aligned["repaired"]["barriers"][split][metric]["mean"]
+                    _draw_aligned(axis, alphas, values, split, metric, barrier, repaired=True)
             alpha_axis(axis)
             axis.set_ylabel(METRIC_LABEL[metric])
             axis.set_ylim(bottom=0)
-            axis.legend(loc="best")
+            if aligned:  # six or more series: the legend goes below the axes
+                axis.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2,
+                            fontsize=8)
+            else:
+                axis.legend(loc="best")
         fig.suptitle(f"Linear interpolation: {name}")
     return fig
 
@@ -82,25 +89,19 @@ ALIGNED_STYLE = {"test": "-.", "train": ":"}
 
 
 def _draw_aligned(axis: Axes, alphas: np.ndarray, values: np.ndarray, split: str,
-                  metric: str, repaired: bool = False) -> None:
-    """One split's curve between A and B aligned to A (and REPAIRed), its mean barrier
-    annotated."""
+                  metric: str, barrier: float, repaired: bool = False) -> None:
+    """One split's curve between A and B aligned to A (and REPAIRed), its mean barrier in
+    the legend."""
     colour, _, fill = SPLIT_STYLE.get(split, OTHER_SPLIT_STYLE)
     if metric == "error":
         values = 100 * values
-    barrier = values.max() - 0.5 * (values[0] + values[-1])
-    text = f"{barrier:.1f} pts" if metric == "error" else f"{barrier:.3g}"
+    text = f"{100 * barrier:.1f} pts" if metric == "error" else f"{barrier:.3g}"
     what = "aligned + REPAIR" if repaired else "aligned"
     axis.plot(alphas, values, color=colour, ls=ALIGNED_STYLE.get(split, "-."),
               lw=1.0 if repaired else 1.6, marker="d" if repaired else None, markersize=3,
-              label=f"{split} ({what})")
+              label=f"{split} ({what}): {text}")
     axis.plot(alphas[[0, -1]], values[[0, -1]], ls="none", marker="s", markersize=5,
               color=colour, fillstyle=fill, markeredgewidth=1.2)
-    axis.annotate(f"{what} {text}", xy=(0.5, float(np.interp(0.5, alphas, values))),
-                  xytext=(0, -22 if repaired else -10), textcoords="offset points",
-                  ha="center", va="top",
-                  color=colour, fontsize=8,
-                  bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8})
 
 
 def layerwise_figure(record: InterpolationRecord) -> Figure:

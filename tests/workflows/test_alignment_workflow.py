@@ -152,8 +152,13 @@ def test_cli_align_and_interpolate_align(trained_run, other_run, data_dir, tmp_p
         assert len(data["aligned"]["curves"][split]["error"]) == 3
     assert result.with_suffix(".png").stat().st_size > 0
     fig = interpolation_figure(load_record(result))
-    labels = {t.get_text() for ax in fig.axes for t in ax.get_legend().get_texts()}
+    labels = {t.get_text().split(":")[0] for ax in fig.axes
+              for t in ax.get_legend().get_texts()}
     assert {"test", "train", "test (aligned)", "train (aligned)"} <= labels
+    # the legend gives each aligned curve's mean barrier, as the record has it
+    error = 100 * data["aligned"]["barriers"]["test"]["error"]["mean"]
+    texts = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert f"test (aligned): {error:.1f} pts" in texts
 
     # without --align the record and its figure are as before
     plain = tmp_path / "plain.json"
@@ -199,7 +204,8 @@ def test_interpolate_with_repair(trained_run, other_run, mnist1d, data_dir, tmp_
     again = load_record(record.save(tmp_path / "r.json"))
     assert again.aligned["repaired"]["barriers"] == repaired["barriers"]
     labels = [t.get_text() for t in interpolation_figure(again).axes[0].get_legend().get_texts()]
-    assert "test (aligned + REPAIR)" in labels
+    error = 100 * repaired["barriers"]["test"]["error"]["mean"]
+    assert f"test (aligned + REPAIR): {error:.1f} pts" in labels
     with pytest.raises(ConfigError, match="REPAIR needs --align"):
         interpolate_checkpoints(a, b, alphas=3, repair=True, dataset=mnist1d)
     assert main(["interpolate", str(a), str(b), "--alphas", "3", "--align", "weight",
