@@ -121,7 +121,8 @@ def preactivation_stats(module: nn.Module, params: Any, state: Any, x: jax.Array
 
 def repair_model(module: nn.Module, params_interp: Any, params_a: Any, params_b: Any,
                  x: jax.Array, alpha: float, *, state: Any = None,
-                 layers: Iterable[str] | None = None, epsilon: float = 1e-8) -> Any:
+                 layers: Iterable[str] | None = None, epsilon: float = 1e-8,
+                 endpoint_stats: tuple[dict, dict] | None = None) -> Any:
     """REPAIR of the interpolated network `params_interp` at `alpha` between `params_a`
     and `params_b` (aligned already, if they are to be), on the batch `x`, for a model
     without BatchNorm (with BatchNorm, reset its statistics instead).
@@ -129,11 +130,13 @@ def repair_model(module: nn.Module, params_interp: Any, params_a: Any, params_b:
     The endpoint statistics are measured once; the interpolated network's are re-measured
     after correcting each layer, in forward order, so afterwards every hidden layer's units
     have exactly the target means and stds on `x`. `state` is the (BatchNorm-free) model
-    state, ``{}`` by default. Returns the corrected params.
+    state, ``{}`` by default. `endpoint_stats`: the endpoints' `preactivation_stats` on `x`,
+    measured once for all points of a path. Returns the corrected params.
     """
     state = {} if state is None else state
-    stats_a = preactivation_stats(module, params_a, state, x, layers=layers)
-    stats_b = preactivation_stats(module, params_b, state, x, layers=layers)
+    stats_a, stats_b = endpoint_stats or (
+        preactivation_stats(module, params_a, state, x, layers=layers),
+        preactivation_stats(module, params_b, state, x, layers=layers))
     names = list(stats_a)
 
     def measure(params: Any) -> dict[str, tuple[np.ndarray, np.ndarray]]:

@@ -18,7 +18,7 @@ from lmc.core.interpolate import (
     lerp,
 )
 from lmc.errors import ConfigError, check_name
-from lmc.training.activations import repair_model
+from lmc.training.activations import preactivation_stats, repair_model
 from lmc.training.data import Dataset
 from lmc.workflows.alignment import METHODS, align_opened
 from lmc.workflows.opened import (
@@ -137,10 +137,12 @@ def _repaired_curves(a: OpenedCheckpoint, params_b: Any, data: dict, grid: np.nd
     """Loss and error of every REPAIRed network on the path from A to `params_b`, α by α
     (each interpolated network gets its own correction)."""
     evaluator = Evaluator(a.eval_apply)
+    ends = tuple(preactivation_stats(a.module, p, a.state, x_repair) for p in (a.params, params_b))
     out = {split: {"loss": [], "error": []} for split in data}
     for alpha in grid:
         params = repair_model(a.module, lerp(a.params, params_b, float(alpha)), a.params,
-                              params_b, x_repair, float(alpha), state=a.state)
+                              params_b, x_repair, float(alpha), state=a.state,
+                              endpoint_stats=ends)
         for split, (x, y) in data.items():
             metrics = evaluator(params, a.state, x, y)
             out[split]["loss"].append(metrics["loss"])
