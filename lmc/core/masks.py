@@ -144,8 +144,9 @@ def flat_prunable(tree: Any, predicate: Predicate | None = None) -> np.ndarray:
 
 def prune_count(fraction: float, alive: int) -> int:
     """``ceil(fraction · alive)``, with `fraction` taken as the decimal it prints as, so that
-    e.g. 0.7 of 10 is 7 (in floating point 0.7 · 10 = 7.000000000000001)."""
-    return math.ceil(Fraction(repr(float(fraction))) * alive)
+    e.g. 0.7 of 10 is 7 (in floating point 0.7 · 10 = 7.000000000000001), and an excess
+    below 1e-9 dropped, so that k/D of D is k (5/9 prints as 0.5555555555555556)."""
+    return math.ceil(Fraction(repr(float(fraction))) * alive - Fraction(1, 10**9))
 
 
 def shuffle_mask(mask: Any, key: jax.Array, keep_dense: str | Sequence[str] = (),

@@ -39,6 +39,8 @@ def test_prune_count_is_exact():
     assert prune_count(0.7, 10) == 7  # 0.7 * 10 == 7.000000000000001 in floating point
     assert prune_count(0.2, 1) == 1 and prune_count(0.2, 0) == 0
     assert prune_count(0.2, 1001) == 201
+    # k/D of D is k, though k/D prints slightly above its value (5/9 -> 0.5555555555555556)
+    assert all(prune_count(k / d, d) == k for d in range(1, 200) for k in range(d + 1))
 
 
 def test_shuffle_keeps_layer_densities_and_moves_positions():
