@@ -117,6 +117,13 @@ def test_interpolate_spawn_instability_and_plot(capsys, tmp_path, data_dir, monk
     record = json.loads(out.read_text())
     assert [p["step"] for p in record["points"]] == [0, 20]
     assert Path(f"{out.with_suffix('')}_curves.png").exists()
+    # --align: the same children (reused), also interpolated after weight matching
+    out = tmp_path / "instability_aligned.json"
+    assert main(["instability", *small, "--spawn-steps", "20it", "--alphas", "5", "--align",
+                 "weight", "--out", str(out), *common]) == 0
+    assert "aligned" in capsys.readouterr().out
+    record = json.loads(out.read_text())
+    assert record["align"] == "weight" and "aligned_error_barrier" in record["points"][0]
 
 
 def test_interpolate_errors_are_one_line(capsys, tmp_path, data_dir):

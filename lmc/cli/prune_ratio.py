@@ -14,13 +14,32 @@ from lmc.cli._common import (
     write_result,
 )
 from lmc.core.prune import CRITERIA
-from lmc.core.prune_ratio import DEFAULT_EXAMPLES, ratio_grid
+from lmc.core.prune_ratio import (
+    BASES,
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_EXAMPLES,
+    EIGENVALUES,
+    EPSILONS,
+    ratio_grid,
+)
 from lmc.workflows.prune_ratio import prune_ratio_record
 from lmc.workflows.records import PruneRatioRecord
 
-# The rows of the table: the estimators (`ESTIMATORS`) in the order A, B, C.
+# The rows of the table: the estimators (`ESTIMATORS`) in the order A, B, C, D.
 LABELS = {"lambda_max": "A  ½·λ_max·R² ≤ ε", "quadratic": "B  gᵀΔ + ½ΔᵀHΔ ≤ ε",
-          "gaussian_width": "C  p ≤ p_theory(R)  (default)"}
+          "gaussian_width": "C  p ≤ p_theory(R)  (default)",
+          "compensated": "D  min_δ q(Δ + δ) ≤ ε"}
+
+
+def epsilon_argument(text: str) -> float | str:
+    """--epsilon: a positive number or one of `EPSILONS`."""
+    if text in EPSILONS:
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a positive number or one of {', '.join(EPSILONS)}, "
+                                         f"got {text!r}") from None
 
 
 def add_parser(subparsers) -> None:
@@ -36,11 +55,23 @@ def add_parser(subparsers) -> None:
                    help="pruning criterion (default magnitude; one of "
                    f"{', '.join(c for c in CRITERIA if c != 'magnitude_layerwise')}); "
                    "random is always added")
-    p.add_argument("--epsilon", type=float,
-                   help="loss tolerance ε (default: std of the per-example training loss)")
+    p.add_argument("--epsilon", type=epsilon_argument, default=EPSILONS[0],
+                   help="loss tolerance ε: a number, minibatch_std (default; std over the "
+                   "Hessian's batches of the batch loss, Zhang et al. 2024) or example_std "
+                   "(std of the per-example loss)")
+    p.add_argument("--basis", choices=BASES, default=BASES[0],
+                   help="estimator C's Hessian: prunable (default; the live prunable weights "
+                   "the ratio counts, Zhang et al. 2024) or all (every live parameter, "
+                   "biases too)")
+    p.add_argument("--eigenvalues", choices=EIGENVALUES, default=EIGENVALUES[0],
+                   help="estimator C's negative curvature: abs (default; |λ|, Zhang et al. "
+                   "2024) or clip (max(λ, 0): a negative direction counts as flat)")
     p.add_argument("--examples", type=int, default=DEFAULT_EXAMPLES,
                    help=f"training examples of the Hessian, gradient and ε "
                    f"(default {DEFAULT_EXAMPLES})")
+    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
+                   help=f"examples per batch of the Hessian: the minibatch of "
+                   f"--epsilon minibatch_std (default {DEFAULT_BATCH_SIZE})")
     p.add_argument("--keep-dense", type=csv, default=[], metavar="LAYERS",
                    help="top-level parameter names never pruned, e.g. output")
     p.add_argument("--grid-step", type=float, default=0.001,
@@ -56,10 +87,19 @@ def print_prune_ratio(record: PruneRatioRecord) -> None:
     print(f"{record.num_prunable:,} live prunable weights; Hessian on {record.examples} "
           f"{record.split} examples: λ_max {record.lambda_max:.4g}, trace "
           f"{record.trace:.4g}")
-    print(f"ε = {record.epsilon:.4g} ({record.epsilon_source})")
+    print(f"ε = {record.epsilon:.4g} ({record.epsilon_detail or record.epsilon_source})")
+    basis = ("the live prunable weights" if record.basis == "prunable"
+             else f"all {record.dim:,} live parameters")
+    mass = ""
+    if record.zero_curvature_mass is not None:
+        mass = (f"; spectrum mass at |λ| ≤ 1e-3·λ_max {record.zero_curvature_mass:.1%}, "
+                f"below −1e-3·λ_max {record.negative_mass:.1%}")
+    print(f"C: spectrum of {basis}, eigenvalues {record.eigenvalues}{mass}")
     names = list(record.criteria)
     print(f"  {'safe pruning ratio':28}" + "".join(f"{n:>14}" for n in names))
     for key, label in LABELS.items():
+        if any(key not in record.criteria[n]["safe"] for n in names):
+            continue  # a record written before the estimator existed
         cells = []
         for n in names:
             safe = record.criteria[n]["safe"][key]
@@ -74,7 +114,9 @@ def print_prune_ratio(record: PruneRatioRecord) -> None:
 def run(args: argparse.Namespace) -> None:
     record = prune_ratio_record(args.checkpoint, criterion=args.criterion,
                                 grid=ratio_grid(args.grid_step), epsilon=args.epsilon,
-                                examples=args.examples, keep_dense=args.keep_dense,
+                                basis=args.basis, eigenvalues=args.eigenvalues,
+                                examples=args.examples, batch_size=args.batch_size,
+                                keep_dense=args.keep_dense,
                                 seed=args.seed, data_dir=args.data_dir,
                                 **model_arguments(args))
     print_prune_ratio(record)

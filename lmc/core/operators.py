@@ -105,9 +105,12 @@ class Subspace:
     size_full: int
 
     @classmethod
-    def of(cls, params: Any, mask: Any = None, block: Sequence[str] | None = None) -> Subspace:
-        """All parameters, restricted to `mask` (live weights: True) and to the top-level
-        entries `block` of the parameter tree."""
+    def of(cls, params: Any, mask: Any = None, block: Sequence[str] | None = None,
+           select: Any = None) -> Subspace:
+        """All parameters, restricted to `mask` (live weights: True), to the top-level
+        entries `block` of the parameter tree, and to `select`: a params-shaped tree of
+        bools (a Python bool per leaf or an array per leaf), e.g. only the prunable
+        kernels, so that a spectrum is over the same coordinates a pruning ratio counts."""
         keep = jax.tree.map(lambda p: np.ones(np.shape(p), bool), params)
         if isinstance(block, str):
             block = [block]
@@ -119,6 +122,10 @@ class Subspace:
             keep = {k: jax.tree.map(lambda b, k=k: b & (k in block), v) for k, v in keep.items()}
         if mask is not None:
             keep = jax.tree.map(lambda k, m: k & np.asarray(m, bool), keep, mask)
+        if select is not None:
+            if jax.tree.structure(select) != jax.tree.structure(keep):
+                raise ConfigError("the selection must be a tree shaped like the parameters")
+            keep = jax.tree.map(lambda k, m: k & np.asarray(m, bool), keep, select)
         flat = np.concatenate([np.ravel(k) for k in jax.tree.leaves(keep)])
         if not flat.any():
             raise ConfigError("the selected parameters are empty (everything masked or no block)")
@@ -138,7 +145,8 @@ class Subspace:
 class HessianOperator:
     """`v -> H v` for flat vectors of the selected parameters (see `Subspace.of`): all
     parameters, only the live weights of a pruned network (`m ⊙ H(m ⊙ v)` restricted to the
-    mask), or one block of the parameter tree.
+    mask), one block of the parameter tree, or a `select`ed set of leaves (the prunable
+    kernels: the block of H a pruning step moves in).
 
     loss_fn(params, x, y) -> mean loss of a batch (use evaluation mode for BatchNorm
     networks: fixed statistics). `batches` = (xs, ys) with shape (num_batches, batch, ...).
@@ -147,11 +155,11 @@ class HessianOperator:
 
     def __init__(self, loss_fn: LossFn, params: Any, batches: Batches, *,
                  mask: Any = None, block: Sequence[str] | None = None,
-                 policy: ExecutionPolicy | None = None):
+                 select: Any = None, policy: ExecutionPolicy | None = None):
         batches, params = data_parallel(batches, params)
         self.loss_fn, self.policy = loss_fn, policy or default_policy()
         self.num_examples = int(batches[0].shape[0] * batches[0].shape[1])
-        self.subspace = Subspace.of(params, mask, block)
+        self.subspace = Subspace.of(params, mask, block, select)
         flat, self._unravel = ravel_pytree(params)
         self.dtype = flat.dtype
         self.operands = (params, batches)

@@ -4,7 +4,7 @@
 At a solution w, pruning a fraction p of the D live prunable weights moves the network by
 Δ(p) (−w on the removed coordinates, 0 elsewhere), a distance R(p) = ‖Δ(p)‖. A loss
 tolerance ε defines the sublevel set {L ≤ L(w) + ε}; pruning is predicted safe while Δ(p)
-stays inside it. Three estimators of the largest safe ratio, from cheap to informed:
+stays inside it. Four estimators of the largest safe ratio, from cheap to informed:
 
 - A, λ_max bound: ½·λ_max·R(p)² ≤ ε (the sublevel set contains the ball of radius
   sqrt(2ε/λ_max); conservative).
@@ -12,7 +12,32 @@ stays inside it. Three estimators of the largest safe ratio, from cheap to infor
   The Rayleigh quotient ΔᵀHΔ/‖Δ‖² says how steep the removed direction is.
 - C, Gaussian width (Larsen et al. 2022; Zhang et al. 2024): retraining in the pruned
   subspace succeeds while p ≤ p_theory(R(p)), p_theory(R) = mean over the Hessian's
-  spectrum of 2ε/(2ε + λ·R²), the spectrum by stochastic Lanczos quadrature.
+  spectrum of 2ε/(2ε + |λ|·R²), the spectrum by stochastic Lanczos quadrature (SLQ).
+- D, compensated quadratic model (Optimal Brain Surgeon, Hassibi & Stork 1993;
+  `lmc.core.compensation`): q*(p) ≤ ε, the quadratic model's increase after the kept
+  coordinates of the operator's space move optimally, found by bisection. B models pruning
+  without retraining; D lets the survivors compensate (in basis "prunable" only the kept
+  weights do; in "all" the biases too).
+
+C has three choices, each named (the defaults are Zhang et al.'s):
+
+- basis (`BASES`): "prunable", the Hessian of the live prunable weights only (the
+  operator of `lmc.workflows.opened.OpenedCheckpoint.hessian(prunable_only=True)`), so that
+  the mean over the spectrum runs over the same D coordinates p counts; or "all", every
+  live parameter (biases, norm scales: directions never pruned that still enter the mean).
+  The basis is the operator's: `predict_prune_ratio` reads it off `op.dim` vs D.
+- eigenvalues (`EIGENVALUES`): "abs", |λ| (Zhang et al.: a negative direction limits the
+  width as a positive one of the same size does); or "clip", max(λ, 0) (every negative
+  direction counts as flat: contributes 1 to the mean whatever R, so a spectrum with much
+  negative mass floors p_theory).
+- epsilon (`EPSILONS`, or a number): "minibatch_std", the standard deviation over the
+  operator's batches of the batch-mean training loss (Zhang et al.: the loss noise SGD
+  sees); or "example_std", the standard deviation of the per-example loss (larger by about
+  √batch).
+
+The prediction also reports the zero-curvature mass, the SLQ weight on nodes with
+|θ| ≤ 1e-3·λ_max (directions that count 1 at every R: the floor of p_theory), and the
+negative mass (weight on θ < −1e-3·λ_max).
 
 Everything lives in the flat space of a `HessianOperator` (the live weights of a sparse
 network); the curves are computed on a grid of ratios and a safe ratio is the largest grid
@@ -33,10 +58,11 @@ import numpy as np
 from lmc.core import masks
 from lmc.core.batching import Batches
 from lmc.core.batching import mean_gradient as _mean_gradient
+from lmc.core.compensation import compensated_safe_ratio, default_damping
 from lmc.core.curvature import spectral_density, top_eigenpairs
 from lmc.core.operators import HessianOperator, LossFn
 from lmc.core.prune import removal_order
-from lmc.errors import ConfigError
+from lmc.errors import ConfigError, check_name
 
 # Zhang et al. (2024) scan p in steps of 1/1000. Finer than that changes nothing an IMP
 # schedule can use (levels prune 10-20%); A and C cost nothing per point, B one HVP.
@@ -52,6 +78,18 @@ def ratio_grid(step: float) -> np.ndarray:
 # A few thousand examples measure λ_max to a few percent on MNIST-1D
 # (experiments/sharpness_sample_size.md); every grid point costs one HVP over them.
 DEFAULT_EXAMPLES = 2000
+# The operator's batch size: ε = "minibatch_std" is the spread over its batches, so they
+# should be many (20 of 2000 examples) and near a training batch (128 by default).
+DEFAULT_BATCH_SIZE = 100
+
+# The named choices of estimator C (module docstring), defaults first (Zhang et al. 2024).
+BASES = ("prunable", "all")
+EIGENVALUES = ("abs", "clip")
+EPSILONS = ("minibatch_std", "example_std")
+# SLQ nodes with |θ| at most this fraction of λ_max count as zero curvature: such a direction
+# counts ≥ 1/2 in p_theory until R is √1000 ≈ 32 times estimator A's radius sqrt(2ε/λ_max):
+# nearly flat wherever the sharp directions already limit the width.
+ZERO_CURVATURE = 1e-3
 
 
 # ----------------------------------------------------------------------------- selection
@@ -60,7 +98,9 @@ DEFAULT_EXAMPLES = 2000
 def _op_order(op: HessianOperator, scores: Any, keep_dense: Sequence[str]) -> np.ndarray:
     """The operator-space indices of the live weights outside `keep_dense` in the order a
     pruning step by `scores` removes them: `lmc.core.prune.removal_order`, mapped from its
-    index space (all prunable leaves) to the operator's (live parameters)."""
+    index space (all prunable leaves) to the operator's (live parameters). Weights outside
+    the operator's space count as dead: a prunable-basis operator built with another
+    keep_dense never removes the weights it left out."""
     sizes = [int(np.size(leaf)) for leaf in jax.tree.leaves(op.params)]
     offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
     treedef = jax.tree.structure(op.params)
@@ -82,21 +122,52 @@ def removed_counts(grid: np.ndarray, num_prunable: int) -> np.ndarray:
 # ----------------------------------------------------------------------------- curves
 
 
-def gaussian_width_ratio(radius: np.ndarray, nodes: np.ndarray, weights: np.ndarray,
-                         epsilon: float) -> np.ndarray:
-    """p_theory(R) = mean over probes of Σ_j τ_j·2ε/(2ε + θ_j R²) for every R.
+def check_eigenvalues(eigenvalues: str) -> str:
+    return check_name("eigenvalue treatment", eigenvalues, EIGENVALUES)
 
-    Eigenvalues are clipped at 0: a flat or negative direction does not bound the
-    sublevel set, so it never limits the width (it counts 1, as λ → 0 does); unclipped, a
-    negative θ would count more than 1 and divide by zero at θR² = −2ε.
+
+def gaussian_width_ratio(radius: np.ndarray, nodes: np.ndarray, weights: np.ndarray,
+                         epsilon: float, eigenvalues: str = "abs") -> np.ndarray:
+    """p_theory(R) = mean over probes of Σ_j τ_j·2ε/(2ε + f(θ_j)·R²) for every R.
+
+    eigenvalues "abs": f(θ) = |θ| (Zhang et al. 2024: a negative direction limits the
+    width as a positive one of the same size does);
+    "clip": f(θ) = max(θ, 0), a negative direction is flat and counts 1. Unclipped and
+    without |·| a negative θ would count more than 1 and divide by zero at θR² = −2ε.
     """
+    check_eigenvalues(eigenvalues)
     r2 = np.asarray(radius, np.float64) ** 2
-    lam = np.maximum(np.asarray(nodes, np.float64), 0.0)
+    nodes = np.asarray(nodes, np.float64)
+    lam = np.abs(nodes) if eigenvalues == "abs" else np.maximum(nodes, 0.0)
     weights = np.asarray(weights, np.float64)
     out = np.zeros_like(r2)
     for theta, tau in zip(lam, weights, strict=True):  # one probe at a time: bounded memory
         out += (tau * (2 * epsilon) / (2 * epsilon + theta * r2[:, None])).sum(axis=1)
     return out / len(lam)
+
+
+class CurvatureMasses(NamedTuple):
+    """Fractions of the spectrum (SLQ weight, mean over probes)."""
+
+    zero: float  # |θ| ≤ ZERO_CURVATURE·scale: counts 1 in p_theory at every R
+    negative: float  # θ < −ZERO_CURVATURE·scale
+
+
+def curvature_masses(nodes: np.ndarray, weights: np.ndarray, lambda_max: float,
+                     rel: float = ZERO_CURVATURE) -> CurvatureMasses:
+    """The zero-curvature and negative mass of an SLQ spectrum; the scale is λ_max (the
+    largest |θ| if that is larger, e.g. when λ_max ≤ 0)."""
+    nodes = np.asarray(nodes, np.float64)
+    weights = np.asarray(weights, np.float64)
+    scale = max(float(lambda_max), float(np.abs(nodes).max(initial=0.0)))
+    tol = rel * scale
+    n = max(nodes.shape[0], 1)
+    return CurvatureMasses(float(weights[np.abs(nodes) <= tol].sum() / n),
+                           float(weights[nodes < -tol].sum() / n))
+
+
+# `lmc.core.compensation.Bisection` statuses in the words of `SafeRatio`
+_BISECTION_STATUS = {"crossing": "crossing", "above": "above_grid", "below": "below_grid"}
 
 
 class SafeRatio(NamedTuple):
@@ -139,15 +210,17 @@ def largest_safe_ratio(grid: np.ndarray, margin: np.ndarray,
 
 
 # The estimators by name, in the order the command line and figures show them.
-ESTIMATORS = ("gaussian_width", "quadratic", "lambda_max")
+ESTIMATORS = ("gaussian_width", "quadratic", "lambda_max", "compensated")
 
 
 class SafeRatios(NamedTuple):
-    """The three estimators' safe ratios (A, B, C of this module's docstring)."""
+    """The estimators' safe ratios (A, B, C of this module's docstring; D of
+    `lmc.core.compensation`)."""
 
     lambda_max: SafeRatio  # A
     quadratic: SafeRatio  # B
     gaussian_width: SafeRatio  # C
+    compensated: SafeRatio  # D
 
 
 class Spectrum(NamedTuple):
@@ -204,9 +277,14 @@ class PrunePrediction(NamedTuple):
     lambda_max: float
     trace: float
     epsilon: float
-    epsilon_source: str
+    epsilon_source: str  # one of EPSILONS, or "given"
     safe: SafeRatios
     diagnostics: Diagnostics
+    basis: str = "all"  # "prunable": the operator's space is the D weights p counts
+    dim: int = 0  # the operator's dimension: the directions p_theory averages over
+    eigenvalues: str = "abs"  # how C treats negative SLQ nodes (EIGENVALUES)
+    zero_curvature_mass: float = float("nan")  # SLQ weight on |θ| ≤ 1e-3·λ_max
+    negative_mass: float = float("nan")  # SLQ weight on θ < −1e-3·λ_max
 
 
 def check_grid(grid: Any) -> np.ndarray:
@@ -235,17 +313,57 @@ def per_example_losses(loss_fn: LossFn, params: Any, batches: tuple[jax.Array, j
     return np.concatenate([np.asarray(one(xs[i], ys[i])) for i in range(xs.shape[0])])
 
 
+def batch_losses(loss_fn: LossFn, params: Any, batches: Batches) -> np.ndarray:
+    """The mean loss of every batch of `batches` (shape (num_batches,))."""
+    one = jax.jit(loss_fn)
+    xs, ys = batches
+    return np.array([float(one(params, xs[i], ys[i])) for i in range(xs.shape[0])], np.float64)
+
+
 def mean_gradient(loss_fn: LossFn, params: Any, batches: Batches, policy=None) -> Any:
     """∇ of the mean loss over equal-size batches: the gradient the HVPs differentiate."""
     return jax.jit(lambda p, b: _mean_gradient(loss_fn, p, b, policy))(params, batches)
 
 
 def loss_std_epsilon(losses: np.ndarray) -> tuple[float, str]:
-    """ε = standard deviation of the per-example loss (Zhang et al. 2024) on the Hessian's
-    examples, with a description of where it came from."""
+    """ε = standard deviation of the per-example loss on the Hessian's examples ("example_std"),
+    with a description of where it came from."""
     losses = np.asarray(losses, np.float64)
     source = f"std of the per-example loss on the Hessian's {losses.size} examples"
     return check_epsilon(float(np.std(losses)), source), source
+
+
+def minibatch_std_epsilon(losses: np.ndarray, batch_size: int | None = None
+                          ) -> tuple[float, str]:
+    """ε = standard deviation over minibatches of the minibatch loss ("minibatch_std",
+    Zhang et al. 2024), from the batch-mean losses; with a description. The sample std
+    (ddof 1): there are few batches, and the population std understates the spread by
+    sqrt((n−1)/n), √2 for two."""
+    losses = np.asarray(losses, np.float64)
+    size = f" of {batch_size} examples" if batch_size else ""
+    source = f"std over the Hessian's {losses.size} batches{size} of the batch-mean loss"
+    if losses.size < 2:
+        raise ConfigError(f"epsilon 'minibatch_std' needs at least 2 batches, the operator has "
+                          f"{losses.size}: use more examples or a smaller batch size, or "
+                          "epsilon 'example_std' or a number")
+    return check_epsilon(float(np.std(losses, ddof=1)), source), source
+
+
+def epsilon_of(epsilon: float | str | None, loss_fn: LossFn, params: Any, batches: Batches
+               ) -> tuple[float, str, str]:
+    """(ε, source, description): `epsilon` a positive number (source "given") or one of
+    `EPSILONS` (None: the first) measured on `batches` at `params`."""
+    if epsilon is None:
+        epsilon = EPSILONS[0]
+    if isinstance(epsilon, str):
+        check_name("epsilon", epsilon, EPSILONS, "epsilons (or a positive number)")
+        if epsilon == "minibatch_std":
+            value, text = minibatch_std_epsilon(batch_losses(loss_fn, params, batches),
+                                                int(batches[0].shape[1]))
+        else:
+            value, text = loss_std_epsilon(per_example_losses(loss_fn, params, batches))
+        return value, epsilon, text
+    return check_epsilon(epsilon), "given", "given"
 
 
 def check_scores(scores: Any, params: Any) -> None:
@@ -289,25 +407,27 @@ def _curvatures(op: HessianOperator, w: jax.Array, rank: jax.Array, counts: np.n
 
 def predict_prune_ratio(
     op: HessianOperator, loss_fn: LossFn, scores: Any, *, criterion: str = "custom",
-    grid: Any = None, epsilon: float | None = None, keep_dense: Sequence[str] = (),
+    grid: Any = None, epsilon: float | str | None = EPSILONS[0],
+    eigenvalues: str = EIGENVALUES[0], keep_dense: Sequence[str] = (),
     grad: jax.Array | None = None, spectrum: Spectrum | None = None,
     lanczos_steps: int = 100, slq_probes: int = 4, slq_steps: int = 90, seed: int = 0,
     chunk: int | None = None,
 ) -> PrunePrediction:
     """Curves and safe ratios of one pruning criterion at `op.params`.
 
-    loss_fn: the mean loss of the operator (its gradient and per-example losses are
-    taken on the operator's batches). scores: a params-shaped tree, higher = more
-    important. epsilon: default the std of the per-example loss. grad (flat, in the
-    operator's space) and spectrum: pass them to share them between criteria.
+    loss_fn: the mean loss of the operator (its gradient and ε are taken on the
+    operator's batches). scores: a params-shaped tree, higher = more important.
+    epsilon: a positive number or one of `EPSILONS` (None: the first). eigenvalues: one of
+    `EIGENVALUES`, for C. The basis of C is the operator's: "prunable" when its space is
+    exactly the D live weights outside `keep_dense` a step may remove (build it with
+    `select`, see `OpenedCheckpoint.hessian(prunable_only=True)`), else "all". grad (flat,
+    in the operator's space) and spectrum: pass them to share them between criteria.
     """
     start = time.perf_counter()
     keep_dense = (keep_dense,) if isinstance(keep_dense, str) else tuple(keep_dense)
     grid = check_grid(DEFAULT_GRID if grid is None else grid)
-    if epsilon is None:
-        epsilon, source = loss_std_epsilon(per_example_losses(loss_fn, op.params, op.batches))
-    else:
-        epsilon, source = check_epsilon(epsilon), "given"
+    check_eigenvalues(eigenvalues)
+    epsilon, source, _ = epsilon_of(epsilon, loss_fn, op.params, op.batches)
     check_scores(scores, op.params)
     order = _op_order(op, scores, keep_dense)
     num_prunable = len(order)
@@ -336,18 +456,27 @@ def predict_prune_ratio(
     quadratic = linear + 0.5 * curvature
     with np.errstate(divide="ignore", invalid="ignore"):
         rayleigh = np.where(radius > 0, curvature / radius ** 2, np.nan)
-    p_theory = gaussian_width_ratio(radius, spectrum.nodes, spectrum.weights, epsilon)
+    p_theory = gaussian_width_ratio(radius, spectrum.nodes, spectrum.weights, epsilon,
+                                    eigenvalues)
+    masses = curvature_masses(spectrum.nodes, spectrum.weights, spectrum.lambda_max)
 
     lam = max(spectrum.lambda_max, 0.0)  # no positive curvature: nothing bounds the ball
+    # D: bisection (exact on the 1/1000 grid of Zhang et al.) rather than a curve
+    damping = default_damping(max(lam, float(np.max(np.abs(spectrum.nodes)))))
+    d = compensated_safe_ratio(op, grad, w, order, epsilon, damping=damping, tol=1e-3)
     safe = SafeRatios(
         largest_safe_ratio(grid, epsilon - 0.5 * lam * radius ** 2, epsilon),
         largest_safe_ratio(grid, epsilon - quadratic, epsilon),
-        largest_safe_ratio(grid, p_theory - grid, 1.0))
+        largest_safe_ratio(grid, p_theory - grid, 1.0),
+        SafeRatio(d.ratio, d.ratio, _BISECTION_STATUS[d.status]))
     diagnostics = Diagnostics(
         spectrum.lanczos_residual, spectrum.lanczos_converged, spectrum.lanczos_steps,
         int(spectrum.nodes.shape[0]), int(spectrum.nodes.shape[1]), spectrum.num_matvecs,
         spectrum.seconds, len(unique),
         time.perf_counter() - start - (0.0 if shared else spectrum.seconds))
-    return PrunePrediction(criterion, grid, counts, num_prunable, radius, linear, curvature,
-                           quadratic, rayleigh, p_theory, spectrum.lambda_max, spectrum.trace,
-                           epsilon, source, safe, diagnostics)
+    return PrunePrediction(
+        criterion, grid, counts, num_prunable, radius, linear, curvature, quadratic, rayleigh,
+        p_theory, spectrum.lambda_max, spectrum.trace, epsilon, source, safe, diagnostics,
+        basis="prunable" if op.dim == num_prunable else "all", dim=op.dim,
+        eigenvalues=eigenvalues, zero_curvature_mass=masses.zero,
+        negative_mass=masses.negative)

@@ -29,7 +29,8 @@ METHOD_STYLE = {"imp": (BLUE, "o", "IMP"), "random": (GREY, "s", "random pruning
                 "reinit": (VERMILLION, "^", "reinitialised")}
 CRITERION_STYLE = {"magnitude": (BLUE, "-"), "random": (GREY, "--")}
 ESTIMATOR_LABEL = dict(zip(ESTIMATORS, ("C: Gaussian width", "B: quadratic model",
-                                        "A: λ_max bound"), strict=True))
+                                        "A: λ_max bound", "D: compensated (OBS)"),
+                           strict=True))
 
 
 def _imp_title(record: ImpRecord) -> str:

@@ -26,6 +26,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from lmc.core import masks
 from lmc.core.batching import Batches, batches_of, fixed_subset
 from lmc.core.evaluate import cross_entropy
 from lmc.core.interpolate import check_same_structure
@@ -118,14 +119,24 @@ class OpenedCheckpoint:
 
     def hessian(self, split: str = "train", examples: int | None = None,
                 batch_size: int = 500, *, masked: bool = True,
-                block: Sequence[str] | None = None, params: Any = None) -> HessianOperator:
+                block: Sequence[str] | None = None, params: Any = None,
+                prunable_only: bool = False, keep_dense: Sequence[str] = ()) -> HessianOperator:
         """The Hessian of the loss on a fixed subset of a split, in evaluation mode;
-        restricted to the live weights when the checkpoint has a mask (and `masked`).
-        `params` overrides the checkpoint's."""
-        return HessianOperator(self.loss_fn(), self.params if params is None else params,
+        restricted to the live weights when the checkpoint has a mask (and `masked`), and
+        with `prunable_only` to the prunable kernels outside `keep_dense` (the
+        coordinates a pruning ratio counts: `lmc.core.masks.eligible`; biases and norm
+        parameters left out). `params` overrides the checkpoint's."""
+        params = self.params if params is None else params
+        select = None
+        if prunable_only:
+            flags = masks.eligible(params, keep_dense)
+            select = jax.tree.unflatten(jax.tree.structure(params), flags)
+        elif keep_dense:
+            raise ConfigError("keep_dense restricts the Hessian only with prunable_only")
+        return HessianOperator(self.loss_fn(), params,
                                self.batches(split, examples, batch_size),
                                mask=self.mask if masked else None, block=block,
-                               policy=self.policy)
+                               select=select, policy=self.policy)
 
     def criterion_inputs(self, criterion: str, *, examples: int = 1000,
                          batch_size: int = 500, key: jax.Array | None = None

@@ -15,17 +15,23 @@ import numpy as np
 from lmc.core import masks
 from lmc.core import prune as pruning
 from lmc.core.prune_ratio import (
+    BASES,
+    DEFAULT_BATCH_SIZE,
     DEFAULT_EXAMPLES,
     DEFAULT_GRID,
+    EIGENVALUES,
+    EPSILONS,
     ESTIMATORS,
     PrunePrediction,
+    batch_losses,
+    check_eigenvalues,
     check_epsilon,
     check_grid,
     check_scores,
+    curvature_masses,
+    epsilon_of,
     hessian_spectrum,
-    loss_std_epsilon,
     mean_gradient,
-    per_example_losses,
     predict_prune_ratio,
     ratio_grid,
 )
@@ -55,21 +61,27 @@ def prediction_record(pred: PrunePrediction) -> dict[str, Any]:
 
 def prune_ratio_record(
     path: str | os.PathLike, *, criterion: str = "magnitude", scores: Any = None, grid: Any = None,
-    epsilon: float | None = None, split: str = "train", examples: int | None = DEFAULT_EXAMPLES,
-    batch_size: int = 500, keep_dense: Sequence[str] = (), lanczos_steps: int = 100,
-    slq_probes: int = 4, slq_steps: int = 90, seed: int = 0, chunk: int | None = None,
-    with_random: bool = True, dataset: Any = None, data_dir: str | None = None,
-    model: str | None = None, model_options: dict[str, Any] | None = None,
-    data: str | os.PathLike | None = None,
+    epsilon: float | str | None = EPSILONS[0], basis: str = BASES[0],
+    eigenvalues: str = EIGENVALUES[0], split: str = "train",
+    examples: int | None = DEFAULT_EXAMPLES, batch_size: int = DEFAULT_BATCH_SIZE,
+    keep_dense: Sequence[str] = (), lanczos_steps: int = 100, slq_probes: int = 4,
+    slq_steps: int = 90, seed: int = 0, chunk: int | None = None, with_random: bool = True,
+    dataset: Any = None, data_dir: str | None = None, model: str | None = None,
+    model_options: dict[str, Any] | None = None, data: str | os.PathLike | None = None,
 ) -> PruneRatioRecord:
     """The safe pruning ratio of a checkpoint by estimators A, B and C, for `criterion`
     beside random pruning (unless not `with_random`).
 
-    The Hessian, gradient and default ε are those of the training loss on a fixed subset
-    of `examples` examples of `split`, restricted to the checkpoint's live weights.
-    `scores` (a params-shaped tree, higher = more important) plugs in another criterion,
-    named `criterion`; without it, criterion is "magnitude" or "random" (seeded by `seed`).
-    `model`, `model_options` and `data` open a checkpoint of your own network.
+    The Hessian, gradient and ε are those of the training loss on a fixed subset of
+    `examples` examples of `split` in batches of `batch_size`, restricted to the
+    checkpoint's live weights, and with `basis` "prunable" to the live prunable weights
+    outside `keep_dense` ("all": every live parameter). `epsilon`: a positive number or
+    one of `EPSILONS` ("minibatch_std" is the spread over those batches);
+    `eigenvalues`: C's treatment of negative curvature (`EIGENVALUES`); see
+    `lmc.core.prune_ratio`. `scores` (a params-shaped tree, higher = more important)
+    plugs in another criterion, named `criterion`; without it, criterion is "magnitude" or
+    "random" (seeded by `seed`). `model`, `model_options` and `data` open a checkpoint of
+    your own network.
     """
     keep_dense = (keep_dense,) if isinstance(keep_dense, str) else tuple(keep_dense)
     if scores is None:
@@ -77,18 +89,23 @@ def prune_ratio_record(
         if criterion == "magnitude_layerwise":
             raise ConfigError("the prediction removes weights in one global order; "
                               "magnitude_layerwise prunes each layer separately: use magnitude")
+    check_name("basis", basis, BASES, "bases")
+    check_eigenvalues(eigenvalues)
     grid = check_grid(DEFAULT_GRID if grid is None else grid)
-    if epsilon is not None:
+    if isinstance(epsilon, str):
+        check_name("epsilon", epsilon, EPSILONS, "epsilons (or a positive number)")
+    elif epsilon is not None:
         check_epsilon(epsilon)
     opened = open_checkpoint(path, dataset=dataset, data_dir=data_dir, model=model,
                              model_options=model_options, data=data)
     ckpt = opened.checkpoint
     masks.density(masks.dense_mask(ckpt.params), keep_dense)  # fails early: no prunable
-    op = opened.hessian(split, examples, batch_size)
+    op = opened.hessian(split, examples, batch_size, prunable_only=basis == "prunable",
+                        keep_dense=keep_dense if basis == "prunable" else ())
     loss_fn = op.loss_fn
     start = time.perf_counter()
-    losses = per_example_losses(loss_fn, op.params, op.batches)
-    epsilon, source = loss_std_epsilon(losses) if epsilon is None else (epsilon, "given")
+    loss = float(batch_losses(loss_fn, op.params, op.batches).mean())  # equal batches
+    epsilon, source, detail = epsilon_of(epsilon, loss_fn, op.params, op.batches)
 
     all_scores = {}
     if with_random or criterion == "random":
@@ -103,17 +120,19 @@ def prune_ratio_record(
     grad = op.from_tree(mean_gradient(loss_fn, op.params, op.batches, op.policy))
     spectrum = hessian_spectrum(op, lanczos_steps=lanczos_steps, slq_probes=slq_probes,
                                 slq_steps=slq_steps, seed=seed)
+    masses = curvature_masses(spectrum.nodes, spectrum.weights, spectrum.lambda_max)
     names = [criterion] + [n for n in all_scores if n != criterion]
     preds = {n: predict_prune_ratio(op, loss_fn, all_scores[n], criterion=n, grid=grid,
-                                    epsilon=epsilon, keep_dense=keep_dense, grad=grad,
-                                    spectrum=spectrum, chunk=chunk)
+                                    epsilon=epsilon, eigenvalues=eigenvalues,
+                                    keep_dense=keep_dense, grad=grad, spectrum=spectrum,
+                                    chunk=chunk)
              for n in names}
     first = preds[criterion]
     return PruneRatioRecord(
         checkpoint=str(path), model=ckpt.meta["model"], data=ckpt.meta["data"]["name"],
         split=split, examples=op.num_examples, dim=op.dim, num_prunable=first.num_prunable,
         masked=ckpt.mask is not None, keep_dense=list(keep_dense), seed=seed,
-        criterion=criterion, loss=float(losses.mean()),
+        criterion=criterion, loss=loss,
         gradient_norm=float(jnp.linalg.norm(grad)), epsilon=epsilon, epsilon_source=source,
         lambda_max=spectrum.lambda_max, trace=spectrum.trace,
         spectrum={"nodes": spectrum.nodes.tolist(), "weights": spectrum.weights.tolist()},
@@ -127,9 +146,9 @@ def prune_ratio_record(
             "spectrum_matvecs": spectrum.num_matvecs, "spectrum_seconds": spectrum.seconds,
             "num_matvecs": spectrum.num_matvecs + sum(p.diagnostics.curve_matvecs
                                                       for p in preds.values())},
-        seconds=time.perf_counter() - start)
-
-
+        seconds=time.perf_counter() - start,
+        basis=basis, eigenvalues=eigenvalues, batch_size=int(op.batches[0].shape[1]),
+        epsilon_detail=detail, zero_curvature_mass=masses.zero, negative_mass=masses.negative)
 
 
 class AdaptiveFraction:
@@ -137,21 +156,26 @@ class AdaptiveFraction:
     ratio of the previous level's solution under `estimator`, times `safety`, at most
     `cap`; None (stop: the valley has become too steep) once it falls below `floor`.
 
-    ε is fixed along the schedule at the first level's default (the spread of the dense
-    network's per-example loss) unless given: the default ε of each level grows 60-160x
-    as sparse networks underfit, which would make deeper levels look safer
-    (experiments/predict_mnist1d.md). `run_imp` also stops an adaptive schedule when
-    successive levels stop being linearly connected."""
+    ε is fixed along the schedule at the first level's (`epsilon`: a number, or one of
+    `EPSILONS` measured on the first network; None: the default): the measured ε of each
+    level grows 60-160x as sparse networks underfit, which would make deeper levels look
+    safer (experiments/predict_mnist1d.md). `basis` and `eigenvalues` are C's choices (see
+    `lmc.core.prune_ratio`). `run_imp` also stops an adaptive schedule when successive
+    levels stop being linearly connected."""
 
     def __init__(self, estimator: str = "gaussian_width", *, safety: float = 1.0,
                  floor: float = 0.05, cap: float = 0.9, examples: int = 1000,
                  grid_step: float = 0.01, keep_dense: Sequence[str] = (),
-                 epsilon: float | None = None, dataset: Dataset | None = None):
+                 epsilon: float | str | None = None, basis: str = BASES[0],
+                 eigenvalues: str = EIGENVALUES[0], dataset: Dataset | None = None):
         check_name("estimator", estimator, ESTIMATORS)
+        check_name("basis", basis, BASES, "bases")
+        check_eigenvalues(eigenvalues)
         if not 0 < safety <= 1 or not 0 < floor < cap < 1:
             raise ConfigError("need 0 < safety <= 1 and 0 < floor < cap < 1")
         self.estimator, self.safety, self.floor, self.cap = estimator, safety, floor, cap
         self.examples, self.keep_dense, self.dataset = examples, tuple(keep_dense), dataset
+        self.basis, self.eigenvalues = basis, eigenvalues
         self.grid = ratio_grid(grid_step)
         self.epsilon = epsilon
         self.predictions: list[dict[str, Any]] = []
@@ -159,8 +183,9 @@ class AdaptiveFraction:
     def __call__(self, level: int, checkpoint: str) -> float | None:
         record = prune_ratio_record(checkpoint, grid=self.grid, examples=self.examples,
                                     keep_dense=self.keep_dense, with_random=False,
-                                    epsilon=self.epsilon, dataset=self.dataset)
-        self.epsilon = record.epsilon
+                                    epsilon=self.epsilon, basis=self.basis,
+                                    eigenvalues=self.eigenvalues, dataset=self.dataset)
+        self.epsilon = record.epsilon  # a number from now on: fixed for the later levels
         safe = record.criteria["magnitude"]["safe"][self.estimator]["interpolated"]
         fraction = min(self.safety * safe, self.cap)
         self.predictions.append({

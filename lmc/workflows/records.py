@@ -111,7 +111,11 @@ class InstabilityRecord(Record):
     dense_test_accuracy: float
     # per k: {"step", "error_barrier": summary, "child_test_accuracy": summary,
     #         "mean_curves": {split: {metric: per α}}, "pairs": [interpolation JSON + parent]}
+    #         and, with `align`, "aligned_error_barrier": summary (each pair has "aligned")
     points: list[dict[str, Any]]
+    # the permutation alignment of every pair ("weight", "activation"); None: naive only.
+    # Left out of the JSON while None, so files without it read as before.
+    align: str | None = _optional()
 
 
 @dataclasses.dataclass
@@ -217,6 +221,14 @@ class PruneRatioRecord(Record):
     criteria: dict[str, dict[str, Any]]
     diagnostics: dict[str, Any]
     seconds: float = 0.0
+    # estimator C's choices (`lmc.core.prune_ratio`); the defaults are those of files
+    # written before the choices existed: every live parameter, negative θ clipped to 0
+    basis: str = "all"  # "prunable": dim == num_prunable; "all": dim counts biases too
+    eigenvalues: str = "clip"
+    batch_size: int | None = _optional()  # of the Hessian's batches (minibatch_std's)
+    epsilon_detail: str | None = _optional()  # how ε was measured, in words
+    zero_curvature_mass: float | None = _optional()  # SLQ weight on |θ| ≤ 1e-3·λ_max
+    negative_mass: float | None = _optional()  # SLQ weight on θ < −1e-3·λ_max
 
 
 RECORDS: dict[str, type[Record]] = {cls.kind: cls for cls in (

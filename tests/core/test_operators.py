@@ -19,6 +19,7 @@ from lmc.core.operators import (
     DenseOperator,
     HessianOperator,
     LinearOperator,
+    Subspace,
     data_parallel,
     make_hvp,
 )
@@ -104,6 +105,33 @@ def test_masked_and_block_hessians_are_submatrices(problem, exact):
     index = np.flatnonzero(ravel_pytree(output)[0])
     assert block.dim == index.size == 4 * 10 + 10
     np.testing.assert_allclose(block.dense(), exact[np.ix_(index, index)], rtol=1e-4, atol=1e-6)
+
+
+def test_prunable_selection_is_the_block_a_pruning_step_moves_in(problem, exact):
+    """`select` (the prunable kernels outside keep_dense) with a mask: the operator's
+    dimension is the live prunable count, and it is the exact Hessian's submatrix."""
+    from lmc.core import masks
+
+    loss_fn, params, x, y = problem
+    rng = np.random.default_rng(5)
+    mask = jax.tree.map(lambda p, k: rng.random(p.shape) < 0.6 if k else np.ones(p.shape, bool),
+                        params, prunable(params))
+    treedef = jax.tree.structure(params)
+    select = jax.tree.unflatten(treedef, masks.eligible(params, ("output",)))
+    op = HessianOperator(loss_fn, params, batches_of(x, y, BATCH), mask=mask, select=select)
+    assert op.dim == masks.count_alive(mask, ("output",)) == int(mask["dense0"]["kernel"].sum())
+    keep = jax.tree_util.tree_map_with_path(
+        lambda path, m: m & (path[0].key == "dense0") & (path[-1].key == "kernel"), mask)
+    index = np.flatnonzero(ravel_pytree(keep)[0])
+    np.testing.assert_array_equal(op.subspace.index, index)
+    np.testing.assert_allclose(op.dense(), exact[np.ix_(index, index)], rtol=1e-4, atol=1e-6)
+    # per-leaf Python bools and arrays both select; a tree of another shape does not
+    every_kernel = Subspace.of(params, mask, select=prunable(params))
+    assert every_kernel.dim == masks.count_alive(mask)
+    with pytest.raises(ConfigError, match="selection must be a tree shaped like"):
+        Subspace.of(params, mask, select={"dense0": True})
+    with pytest.raises(ConfigError, match="empty"):
+        Subspace.of(params, block=["output"], select=select)
 
 
 def test_subspace_errors(problem):

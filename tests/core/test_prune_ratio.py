@@ -7,14 +7,20 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lmc.core import prune
+from lmc.core import masks, prune
 from lmc.core.batching import batches_of
+from lmc.core.curvature import _rademacher
 from lmc.core.evaluate import cross_entropy
 from lmc.core.operators import HessianOperator
 from lmc.core.prune_ratio import (
     DEFAULT_GRID,
+    EPSILONS,
+    curvature_masses,
+    epsilon_of,
     gaussian_width_ratio,
+    hessian_spectrum,
     largest_safe_ratio,
+    per_example_losses,
     predict_prune_ratio,
     removed_counts,
 )
@@ -29,8 +35,9 @@ ROTATION = np.linalg.qr(np.random.default_rng(1).normal(size=(N, N)))[0]
 SMALL = {"lanczos_steps": 40, "slq_probes": 2, "slq_steps": 40}  # ≥ the dimension: exact
 
 
-def quadratic(A):
-    """(operator, loss_fn) of ½(w−w*)ᵀA(w−w*) + ½c‖b‖², at its stationary point (w*, 0)."""
+def quadratic(A, basis="all"):
+    """(operator, loss_fn) of ½(w−w*)ᵀA(w−w*) + ½c‖b‖², at its stationary point (w*, 0);
+    basis "prunable": the operator on the kernel only."""
     A = jnp.asarray(A, jnp.float32)
     w_star = jnp.asarray(W_STAR, jnp.float32)
 
@@ -40,13 +47,16 @@ def quadratic(A):
 
     params = {"layer": {"kernel": w_star, "bias": jnp.zeros(2)}}
     dummies = (jnp.zeros((1, 1, 1)), jnp.zeros((1, 1), jnp.int32))
-    return HessianOperator(loss_fn, params, dummies), loss_fn
+    select = masks.prunable(params) if basis == "prunable" else None
+    return HessianOperator(loss_fn, params, dummies, select=select), loss_fn
 
 
-def by_hand(A, epsilon):
+def by_hand(A, epsilon, basis="all", eigenvalues="abs"):
     """Closed forms at w* (g = 0) for magnitude pruning: Δ_k = −w* on the k smallest |w*|."""
     order = np.argsort(np.abs(W_STAR), kind="stable")
-    eig = np.concatenate([np.linalg.eigvalsh(A), [BIAS_CURVATURE] * 2])
+    eig = np.linalg.eigvalsh(A)
+    if basis == "all":  # the bias directions enter C's mean over the spectrum
+        eig = np.concatenate([eig, [BIAS_CURVATURE] * 2])
     ks = np.arange(N + 1)
     deltas = [np.where(np.isin(np.arange(N), order[:k]), -W_STAR, 0.0) for k in ks]
     r2 = np.array([d @ d for d in deltas])
@@ -57,9 +67,9 @@ def by_hand(A, epsilon):
 
     safe_a = first_violation(0.5 * eig.max() * r2[1:] <= epsilon)
     safe_b = first_violation(q[1:] <= epsilon)
-    # C: p ≤ mean_i 2ε / (2ε + max(λ_i, 0)·R(p)²), on the grid itself (depends on p, not k)
+    # C: p ≤ mean_i 2ε / (2ε + f(λ_i)·R(p)²), on the grid itself (depends on p, not k)
     k_of_p = np.ceil(np.round(DEFAULT_GRID * N, 6)).astype(int)
-    lam = np.maximum(eig, 0)
+    lam = np.abs(eig) if eigenvalues == "abs" else np.maximum(eig, 0)
     p_theory = np.array([np.mean(2 * epsilon / (2 * epsilon + lam * r2[k])) for k in k_of_p])
     ok = DEFAULT_GRID <= p_theory
     safe_c = DEFAULT_GRID[np.argmin(ok) - 1]
@@ -92,15 +102,24 @@ def test_safe_ratios_of_a_quadratic_match_closed_forms(epsilon):
     assert safe_a < pred.safe.lambda_max.interpolated < safe_a + 0.001
 
 
-def test_gaussian_width_crossing_of_a_diagonal_quadratic_is_exact():
+@pytest.mark.parametrize("basis", ["prunable", "all"])
+@pytest.mark.parametrize("eigenvalues", ["abs", "clip"])
+def test_gaussian_width_crossing_of_a_diagonal_quadratic_is_exact(basis, eigenvalues):
     """Rademacher SLQ on a diagonal matrix is exact: zᵀf(A)z = Σ f(λ_i) when z_i² = 1."""
     epsilon = 0.5
-    op, loss_fn = quadratic(np.diag(SPECTRUM))
+    op, loss_fn = quadratic(np.diag(SPECTRUM), basis)
     pred = predict_prune_ratio(op, loss_fn, prune.scores("magnitude", op.params), epsilon=epsilon,
-                               **SMALL)
-    safe_a, safe_b, safe_c, _, _, p_theory, _ = by_hand(np.diag(SPECTRUM), epsilon)
+                               eigenvalues=eigenvalues, **SMALL)
+    safe_a, safe_b, safe_c, _, _, p_theory, eig = by_hand(np.diag(SPECTRUM), epsilon, basis,
+                                                          eigenvalues)
+    dim = N if basis == "prunable" else N + 2
+    assert op.dim == pred.dim == eig.size == dim and pred.num_prunable == N
+    assert pred.basis == basis and pred.eigenvalues == eigenvalues
     np.testing.assert_allclose(pred.p_theory, p_theory, rtol=1e-4)  # float32 Lanczos
-    assert pred.trace == pytest.approx(SPECTRUM.sum() + 2 * BIAS_CURVATURE, rel=1e-5)
+    assert pred.trace == pytest.approx(eig.sum(), rel=1e-5)
+    # 12 of SPECTRUM's eigenvalues are 0, one is −1: masses over the operator's dimension
+    assert pred.zero_curvature_mass == pytest.approx(12 / dim, rel=1e-5)
+    assert pred.negative_mass == pytest.approx(1 / dim, rel=1e-5)
     assert pred.safe.gaussian_width.ratio == pytest.approx(safe_c)
     assert pred.safe.gaussian_width.status == "crossing"
     # the bulk of flat directions makes C the most permissive estimator here
@@ -109,19 +128,94 @@ def test_gaussian_width_crossing_of_a_diagonal_quadratic_is_exact():
     assert safe_a < safe_b < safe_c
 
 
-def test_negative_and_zero_eigenvalues_never_limit_the_width():
+def test_abs_and_clip_differ_by_the_negative_eigenvalue_only():
+    """SPECTRUM has one eigenvalue −1: clipped it counts 1 at every R, with |λ| it counts
+    2ε/(2ε + R²), so p_theory differs by exactly (1 − 2ε/(2ε + R²))/D, and C with |λ| is
+    the stricter (a smaller safe ratio)."""
+    epsilon = 0.5
+    op, loss_fn = quadratic(np.diag(SPECTRUM), "prunable")
+    scores = prune.scores("magnitude", op.params)
+    spectrum = hessian_spectrum(op, lanczos_steps=40, slq_probes=2, slq_steps=40)
+    pred = {e: predict_prune_ratio(op, loss_fn, scores, epsilon=epsilon, eigenvalues=e,
+                                   spectrum=spectrum)
+            for e in ("abs", "clip")}
+    r2 = pred["abs"].radius ** 2
+    np.testing.assert_allclose(pred["clip"].p_theory - pred["abs"].p_theory,
+                               (1 - 2 * epsilon / (2 * epsilon + r2)) / N, rtol=1e-4, atol=1e-7)
+    assert pred["abs"].safe.gaussian_width.ratio < pred["clip"].safe.gaussian_width.ratio
+    # A and B do not depend on the choice
+    assert pred["abs"].safe[:2] == pred["clip"].safe[:2]
+
+
+def test_negative_and_zero_eigenvalues_in_the_width():
     radius = np.array([0.0, 1.0, 10.0])
     nodes = np.array([[-2.0, 0.0, 1.0]])  # one probe: a negative, a flat and a steep node
     weights = np.array([[0.25, 0.25, 0.5]])
-    p = gaussian_width_ratio(radius, nodes, weights, epsilon=1.0)
-    expected = 0.5 + 0.5 * 2 / (2 + radius ** 2)  # the first two nodes count 1 each
-    np.testing.assert_allclose(p, expected)
-    # at θR² = −2ε an unclipped formula divides by zero; the clipped one does not
-    assert np.isfinite(gaussian_width_ratio(np.array([1.0]), np.array([[-2.0]]),
-                                            np.array([[1.0]]), 1.0)).all()
+    # clipped: the first two nodes count 1 each
+    clip = gaussian_width_ratio(radius, nodes, weights, epsilon=1.0, eigenvalues="clip")
+    np.testing.assert_allclose(clip, 0.5 + 0.5 * 2 / (2 + radius ** 2))
+    # |λ|: the negative node is as steep as λ = 2
+    absolute = gaussian_width_ratio(radius, nodes, weights, epsilon=1.0)
+    np.testing.assert_allclose(absolute, 0.25 * 2 / (2 + 2 * radius ** 2) + 0.25
+                               + 0.5 * 2 / (2 + radius ** 2))
+    # at θR² = −2ε a signed formula divides by zero; neither choice does
+    for e in ("abs", "clip"):
+        assert np.isfinite(gaussian_width_ratio(np.array([1.0]), np.array([[-2.0]]),
+                                                np.array([[1.0]]), 1.0, e)).all()
     # probes are averaged
     two = gaussian_width_ratio(radius, np.array([[0.0], [1.0]]), np.ones((2, 1)), 1.0)
     np.testing.assert_allclose(two, 0.5 + 0.5 * 2 / (2 + radius ** 2))
+    with pytest.raises(ConfigError, match="valid eigenvalue treatments: abs, clip"):
+        gaussian_width_ratio(radius, nodes, weights, 1.0, "signed")
+
+
+def test_zero_curvature_and_negative_mass_of_a_constructed_spectrum():
+    # two probes; λ_max 10: |θ| ≤ 0.01 is zero curvature, θ < −0.01 negative
+    nodes = np.array([[-3.0, -0.005, 0.0, 0.008, 10.0],
+                      [-0.02, 0.0, 0.5, 2.0, 9.0]])
+    weights = np.array([[0.1, 0.2, 0.3, 0.1, 0.3],
+                        [0.4, 0.2, 0.2, 0.1, 0.1]])
+    m = curvature_masses(nodes, weights, lambda_max=10.0)
+    assert m.zero == pytest.approx((0.2 + 0.3 + 0.1 + 0.2) / 2)
+    assert m.negative == pytest.approx((0.1 + 0.4) / 2)
+    # the scale is the largest |θ| when λ_max is smaller (here: an all-negative spectrum)
+    m = curvature_masses(np.array([[-100.0, -0.05, -1.0]]), np.array([[0.2, 0.3, 0.5]]), -1.0)
+    assert m.zero == pytest.approx(0.3) and m.negative == pytest.approx(0.7)
+
+
+def test_gaussian_width_by_slq_matches_the_exact_eigendecomposition(mnist1d):
+    """C from SLQ (steps = dim) against the exact spectrum of a 4-6-3 MLP's Hessian on its
+    42 prunable weights: per probe z the quadrature is exact, Σ τ_j f(θ_j) = zᵀf(H)z/‖z‖²
+    with f(λ) = 2ε/(2ε + |λ|R²); averaged over the probes it estimates mean_i f(λ_i)
+    within a few of its standard errors (Rademacher: Var zᵀMz = 2 Σ_{i≠j} M_ij²)."""
+    module = build_model("mlp", 3, widths=(6,))
+    params, state = init_model(module, jax.random.key(3), (4,))
+    f = eval_apply(module)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 4)).astype(np.float32)
+    y = rng.integers(0, 3, 64).astype(np.int32)
+
+    def loss_fn(p, x, y):
+        return cross_entropy(f(p, state, x), y)
+
+    op = HessianOperator(loss_fn, params, batches_of(x, y, 32), select=masks.prunable(params))
+    assert op.dim == 4 * 6 + 6 * 3
+    eig, vec = np.linalg.eigh(op.dense().astype(np.float64))
+    assert eig.min() < 0 < eig.max()  # an indefinite Hessian: |λ| matters
+    probes, epsilon = 64, 0.01
+    pred = predict_prune_ratio(op, loss_fn, prune.scores("magnitude", params), epsilon=epsilon,
+                               grid=np.arange(1, 20) / 20, lanczos_steps=op.dim,
+                               slq_probes=probes, slq_steps=op.dim)
+    z = np.asarray(_rademacher(jax.random.key(0), (probes, op.dim), jnp.float32), np.float64)
+    zu2 = (z @ vec) ** 2 / op.dim  # (zᵀu_i)²/‖z‖²
+    for r, p in zip(pred.radius, pred.p_theory, strict=True):
+        fl = 2 * epsilon / (2 * epsilon + np.abs(eig) * r ** 2)
+        assert p == pytest.approx(np.mean(zu2 @ fl), rel=1e-3)  # the quadrature identity
+        F = (vec * fl) @ vec.T
+        off = F - np.diag(np.diag(F))
+        se = np.sqrt(2 * np.sum(off ** 2) / probes) / op.dim
+        assert abs(p - fl.mean()) <= 4 * se + 1e-6  # the trace it estimates
+    assert pred.lambda_max == pytest.approx(eig.max(), rel=1e-4)
 
 
 def test_largest_safe_ratio_on_constructed_curves():
@@ -185,10 +279,32 @@ def test_radius_of_magnitude_pruning_is_the_norm_of_the_removed_weights(mlp):
                                lanczos_steps=10, slq_probes=1, slq_steps=10)
     assert np.all(rand.radius >= pred.radius)
     assert np.all(np.isfinite(pred.quadratic)) and np.all(np.isfinite(pred.rayleigh))
-    assert pred.epsilon_source.startswith("std of the per-example loss on")
+    assert pred.epsilon_source == "minibatch_std" and pred.basis == "all"
     d = pred.diagnostics
     assert d.curve_matvecs == len(grid) and d.spectrum_matvecs >= 10 + 1 + 10
     assert d.slq_probes == 1 and d.curve_seconds > 0 and d.spectrum_seconds > 0
+
+
+def test_epsilon_choices(mlp):
+    """minibatch_std: the sample std of the 2 batch-mean losses (numpy, from the
+    per-example losses); example_std: the std of the per-example losses."""
+    op, loss_fn, params, _ = mlp
+    per_example = per_example_losses(loss_fn, params, op.batches).astype(np.float64)
+    assert op.batches[0].shape[:2] == (2, 100) and per_example.shape == (200,)
+    by_batch = per_example.reshape(2, 100).mean(axis=1)
+    value, source, detail = epsilon_of("minibatch_std", loss_fn, params, op.batches)
+    assert value == pytest.approx(np.std(by_batch, ddof=1), rel=1e-5)
+    assert source == "minibatch_std" and "2 batches of 100 examples" in detail
+    assert epsilon_of(None, loss_fn, params, op.batches)[:2] == (value, source)  # the default
+    value, source, _ = epsilon_of("example_std", loss_fn, params, op.batches)
+    assert value == pytest.approx(np.std(per_example), rel=1e-5) and source == "example_std"
+    assert epsilon_of(0.25, loss_fn, params, op.batches) == (0.25, "given", "given")
+    assert EPSILONS == ("minibatch_std", "example_std")
+    with pytest.raises(ConfigError, match="valid epsilons.*example_std, minibatch_std"):
+        epsilon_of("batch_std", loss_fn, params, op.batches)
+    one = (op.batches[0][:1], op.batches[1][:1])
+    with pytest.raises(ConfigError, match="needs at least 2 batches, the operator has 1"):
+        epsilon_of("minibatch_std", loss_fn, params, one)
 
 
 def test_errors(mlp):
@@ -213,6 +329,10 @@ def test_errors(mlp):
                            (jnp.zeros((1, 2, 1)), jnp.zeros((1, 2), jnp.int32)))
     with pytest.raises(ConfigError, match="no prunable weights"):
         predict_prune_ratio(op_w, lambda p, x, y: jnp.sum(p["w"] ** 4), w, epsilon=1.0)
-    # the default ε: every example has the same loss, so its std is 0
+    # a measured ε: every example (and batch) has the same loss, so its std is 0
     with pytest.raises(ConfigError, match="std of the per-example loss.*give epsilon"):
+        predict_prune_ratio(op_w, lambda p, x, y: jnp.sum(p["w"] ** 4), w, epsilon="example_std")
+    with pytest.raises(ConfigError, match="needs at least 2 batches"):
         predict_prune_ratio(op_w, lambda p, x, y: jnp.sum(p["w"] ** 4), w)
+    with pytest.raises(ConfigError, match="valid eigenvalue treatments"):
+        predict_prune_ratio(op, loss_fn, scores, epsilon=1.0, eigenvalues="signed")

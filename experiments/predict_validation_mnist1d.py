@@ -1,0 +1,308 @@
+"""Do the safe-ratio estimators predict how far one pruning step can go? Validation on
+MNIST-1D against a retraining ground truth, over seeds.
+
+For each seed, IMP (20% per level, rewinding to step 100, the recipe of
+experiments/imp_mnist1d.py) gives solutions w_L at decreasing densities. At every
+`--every`-th level the **ground truth** (`lmc.workflows.retraining.measured_safe_ratio`,
+defined before any prediction was compared with it) is the largest p, by bisection on the
+grid k/64 (6 retrainings), such that w_L pruned by p, rewound and retrained is matching
+(test accuracy >= dense - tolerance, tolerance = 2 x the seed-to-seed std of the dense
+accuracy) and in w_L's valley (chord test-error barrier < 2 points). At every level the
+estimators predict it from w_L alone: A (λ_max), B (directional quadratic), C (Gaussian
+width), D (compensated quadratic, Optimal Brain Surgeon) from `lmc.prune_ratio_record`,
+and the probe E (`probe_safe_ratio`: fine-tune each candidate for a few steps) at several
+lengths; next to two trivial predictors, the constant 0.2 (IMP's own step) and the ground
+truth of seed 0 as a function of density, judged on seeds 1 and 2 only.
+
+    python experiments/predict_validation_mnist1d.py --setting mlp --out figures
+    python experiments/predict_validation_mnist1d.py --setting mlp --plot-only --out figures
+
+Writes ``<out>/predict_validation_mnist1d_<setting>.json`` (after every level: a cut run
+keeps what it did and resumes from the run store) and its figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from scipy import stats
+
+import lmc
+from lmc.files import write_json
+from lmc.training.data import load_dataset
+from lmc.workflows.imp import run_imp
+from lmc.workflows.retraining import Solution, measured_safe_ratio, probe_safe_ratio
+
+sys.path.insert(0, str(Path(__file__).parent))
+from imp_mnist1d import SETTINGS  # noqa: E402  (the IMP study's recipes: same run ids)
+
+REWIND = "100it"
+FRACTION = 0.2  # IMP's step: also the constant trivial predictor
+ESTIMATORS = ("lambda_max", "quadratic", "gaussian_width", "compensated")
+PROBE_STEPS = (25, 100, 400)
+CONSTANT = "constant_0.2"
+FITTED = "seed0_curve"
+
+
+def t_interval(values) -> dict:
+    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], float)
+    if v.size == 0:
+        return {"mean": None, "lo": None, "hi": None, "n": 0}
+    mean = float(v.mean())
+    half = float(stats.t.ppf(0.975, v.size - 1) * v.std(ddof=1) / np.sqrt(v.size)) \
+        if v.size > 1 else float("nan")
+    return {"mean": mean, "lo": mean - half, "hi": mean + half, "n": int(v.size)}
+
+
+def predictions(path: str, dataset, epsilon: float | None, examples: int) -> dict:
+    """A-D for magnitude and random pruning at one solution, and their costs."""
+    rec = lmc.prune_ratio_record(path, epsilon=epsilon, examples=examples, dataset=dataset,
+                                 grid=np.arange(1, 1000) / 1000)
+    out = {"epsilon": rec.epsilon, "epsilon_source": rec.epsilon_source,
+           "lambda_max": rec.lambda_max, "trace": rec.trace, "seconds": rec.seconds,
+           "num_prunable": rec.criteria["magnitude"]["num_prunable"], "dim": rec.dim}
+    for criterion, c in rec.criteria.items():
+        out[criterion] = {e: c["safe"][e]["interpolated"] for e in ESTIMATORS if e in c["safe"]}
+    return out
+
+
+def seed_rows(config, seed: int, args, tolerance: float, dataset) -> dict:
+    cfg = config.replace(seed=seed)
+    t0 = time.perf_counter()
+    imp = run_imp(cfg, levels=args.levels, rewind=REWIND, root=args.root, dataset=dataset,
+                  tolerance=tolerance, alphas=11, progress=False)
+    imp_seconds = time.perf_counter() - t0
+    levels = imp.methods["imp"]
+    level_seconds = [lv["train_seconds"] for lv in levels[1:] if lv["train_seconds"]]
+    rows, epsilon = [], None
+    for lv in levels:
+        path, level = lv["checkpoint"], lv["level"]
+        solution = Solution.open(path, rewind=imp.rewind_step if level == 0 else None,
+                                 dataset=dataset)
+        pred = predictions(path, dataset, epsilon, args.examples)
+        epsilon = epsilon or pred["epsilon"]  # fixed along the schedule: the dense network's
+        row = {"level": level, "density": lv["density"], "test_accuracy": lv["test_accuracy"],
+               "matching": lv["matching"], "successive_barrier": lv.get("successive_barrier"),
+               "predictions": pred, "probe": {}}
+        for steps in PROBE_STEPS:
+            t = time.perf_counter()
+            probe = probe_safe_ratio(solution, epsilon, steps=steps)
+            row["probe"][str(steps)] = {"ratio": probe.interpolated, "status": probe.status,
+                                        "seconds": time.perf_counter() - t,
+                                        "finetuned_loss": probe.finetuned_loss,
+                                        "pruned_loss": probe.pruned_loss,
+                                        "reference_loss": probe.reference_loss}
+        if level % args.every == 0:
+            t = time.perf_counter()
+            truth = measured_safe_ratio(solution, dense_test_accuracy=imp.dense_test_accuracy,
+                                        tolerance=tolerance)
+            row["truth"] = truth.to_json() | {"seconds": time.perf_counter() - t}
+        rows.append(row)
+        print(f"seed {seed} level {level:2d} density {lv['density']:.4f} "
+              f"truth {row.get('truth', {}).get('ratio', float('nan')):.3f}  "
+              + "  ".join(f"{e[:4]} {pred['magnitude'].get(e, float('nan')):.3f}"
+                          for e in ESTIMATORS)
+              + "  " + "  ".join(f"E{s} {row['probe'][str(s)]['ratio']:.3f}"
+                                 for s in PROBE_STEPS), flush=True)
+    return {"seed": seed, "imp_seconds": imp_seconds,
+            "imp_level_seconds": float(np.median(level_seconds)) if level_seconds else None,
+            "dense_test_accuracy": imp.dense_test_accuracy, "summary": imp.summary["imp"],
+            "epsilon": epsilon, "rows": rows}
+
+
+# ----------------------------------------------------------------------------- summary
+
+
+def predicted(row: dict, name: str, seed0: dict | None) -> float | None:
+    if name == CONSTANT:
+        return FRACTION
+    if name == FITTED:
+        pts = [(np.log(r["density"]), r["truth"]["ratio"]) for r in seed0["rows"] if "truth" in r]
+        x, y = zip(*sorted(pts), strict=True)
+        return float(np.interp(np.log(row["density"]), x, y))
+    if name.startswith("E"):
+        return row["probe"][name[1:]]["ratio"]
+    return row["predictions"]["magnitude"].get(name)
+
+
+def predictor_names() -> list[str]:
+    return [*ESTIMATORS, *(f"E{s}" for s in PROBE_STEPS), CONSTANT, FITTED]
+
+
+def max_sparsity(seed: dict, name: str, seed0: dict) -> float:
+    """The sparsity IMP is predicted to reach: that of the first level whose predicted
+    safe ratio falls below IMP's step (the next step would leave the valley)."""
+    for row in seed["rows"]:
+        p = predicted(row, name, seed0)
+        if p is None or p < FRACTION:
+            return 1 - row["density"]
+    return 1 - seed["rows"][-1]["density"]
+
+
+def summarise(record: dict) -> dict:
+    seeds = record["seeds"]
+    seed0 = next(s for s in seeds if s["seed"] == 0)
+    judged = [s for s in seeds if s["seed"] != 0]  # calibration (the fitted curve) on seed 0
+    out = {}
+    for name in predictor_names():
+        errors, rhos, ms = [], [], []
+        for s in judged:
+            rows = [r for r in s["rows"] if "truth" in r]
+            truth = np.array([r["truth"]["ratio"] for r in rows])
+            pred = np.array([predicted(r, name, seed0) for r in rows], float)
+            errors += list(np.abs(pred - truth))
+            rho = stats.spearmanr(pred, truth).statistic if np.ptp(pred) > 0 else float("nan")
+            rhos.append(float(rho))
+            measured = 1 - s["summary"]["min_density_matching_throughout"]
+            ms.append({"predicted": max_sparsity(s, name, seed0), "measured": measured})
+        within = [(1 - m["predicted"]) / (1 - m["measured"]) for m in ms]
+        out[name] = {"mae": t_interval(errors), "spearman": t_interval(rhos),
+                     "spearman_per_seed": rhos, "max_sparsity": ms,
+                     # within one IMP level: the densities differ by less than a factor 0.8
+                     "max_sparsity_within_one_level": all(0.8 <= w <= 1 / 0.8 for w in within)}
+    truth_seconds = [r["truth"]["seconds"] for s in seeds for r in s["rows"] if "truth" in r]
+    out["costs"] = {
+        "imp_level_seconds": t_interval([s["imp_level_seconds"] for s in seeds]),
+        "prediction_seconds": t_interval([r["predictions"]["seconds"] for s in seeds
+                                          for r in s["rows"]]),
+        **{f"probe_{k}_seconds": t_interval([r["probe"][str(k)]["seconds"] for s in seeds
+                                             for r in s["rows"]]) for k in PROBE_STEPS},
+        "truth_seconds": t_interval(truth_seconds)}
+    return out
+
+
+# ----------------------------------------------------------------------------- figures
+
+
+COLOURS = {"lambda_max": "#999999", "quadratic": "#E69F00", "gaussian_width": "#56B4E9",
+           "compensated": "#009E73", "E25": "#CC79A7", "E100": "#D55E00", "E400": "#0072B2",
+           CONSTANT: "#000000", FITTED: "#777777"}
+LABELS = {"lambda_max": "A: λ_max bound", "quadratic": "B: quadratic", "gaussian_width":
+          "C: Gaussian width", "compensated": "D: compensated (OBS)", "E25": "E: probe 25 it",
+          "E100": "E: probe 100 it", "E400": "E: probe 400 it", CONSTANT: "constant 0.2",
+          FITTED: "seed-0 curve"}
+
+
+def plot(path: Path) -> list[Path]:
+    import matplotlib as mpl
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
+    from lmc.plots.style import DPI, STYLE
+
+    record = json.loads(path.read_text())
+    seeds = record["seeds"]
+    seed0 = next(s for s in seeds if s["seed"] == 0)
+    summary = record["summary"]
+    with mpl.rc_context(STYLE):
+        fig = Figure(figsize=(12, 4.6), layout="constrained")
+        ax, ax2 = fig.subplots(1, 2, width_ratios=(1.4, 1))
+        densities = [r["density"] for r in seeds[0]["rows"]]
+        truth = [[r["truth"]["ratio"] for r in s["rows"] if "truth" in r] for s in seeds]
+        dens_t = [r["density"] for r in seeds[0]["rows"] if "truth" in r]
+        t = np.array(truth)
+        ax.fill_between(dens_t, t.min(0), t.max(0), color="k", alpha=0.12, lw=0)
+        ax.plot(dens_t, t.mean(0), "k-o", lw=2, ms=4, label="measured (rewind + retrain): "
+                "mean, band = range over seeds")
+        for name in [n for n in predictor_names() if n != CONSTANT]:
+            vals = np.array([[predicted(r, name, seed0) for r in s["rows"]] for s in seeds],
+                            float)
+            if np.isnan(vals).all():
+                continue
+            mae = summary[name]["mae"]["mean"]
+            ax.plot(densities, np.nanmean(vals, 0), "-", color=COLOURS[name], lw=1.3,
+                    label=f"{LABELS[name]} (MAE {mae:.2f})")
+        ax.axhline(FRACTION, color="k", ls=":", lw=1, label=f"constant 0.2, IMP's step (MAE "
+                   f"{summary[CONSTANT]['mae']['mean']:.2f})")
+        ax.set_xscale("log")
+        ax.xaxis.set_major_locator(FixedLocator(densities))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda d, _: f"{100 * d:.3g}%"))
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.tick_params(axis="x", labelrotation=60, labelsize="small")
+        ax.invert_xaxis()
+        ax.set_xlabel("density of w_L (log scale)")
+        ax.set_ylabel("largest safe pruning ratio p")
+        ax.set_ylim(0, 1)
+        ax.set_title("safe ratio per IMP level: measured vs predicted")
+        fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncol=3,
+                   fontsize="small")
+        # predicted vs measured, judged seeds
+        for name in predictor_names():
+            xs, ys = [], []
+            for s in seeds:
+                if s["seed"] == 0:
+                    continue
+                for r in s["rows"]:
+                    if "truth" in r:
+                        xs.append(r["truth"]["ratio"])
+                        ys.append(predicted(r, name, seed0))
+            ax2.scatter(xs, ys, s=14, color=COLOURS[name], alpha=0.8)
+        ax2.plot([0, 1], [0, 1], "k--", lw=0.8)
+        ax2.set_xlim(0, 1)
+        ax2.set_ylim(0, 1)
+        ax2.set_xlabel("measured safe ratio")
+        ax2.set_ylabel("predicted")
+        ax2.set_title("every ground-truth level of seeds 1-2 (y = x dashed)")
+        fig.suptitle(f"{record['setting']} on MNIST-1D, {len(seeds)} seeds; tolerance "
+                     f"{100 * record['tolerance']:.1f} pts (2 × seed std of dense accuracy)")
+    written = []
+    for ext in ("png", "pdf"):
+        out = path.with_suffix(f".{ext}")
+        fig.savefig(out, dpi=DPI)
+        written.append(out)
+    return written
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--setting", choices=tuple(SETTINGS), default="mlp")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--levels", type=int, default=16)
+    parser.add_argument("--every", type=int, default=2, help="ground truth every n-th level")
+    parser.add_argument("--examples", type=int, default=2000)
+    parser.add_argument("--root", type=Path, default=Path("/tmp/lmc_validation_runs"))
+    parser.add_argument("--out", type=Path, default=Path("figures"))
+    parser.add_argument("--plot-only", action="store_true")
+    args = parser.parse_args()
+    path = args.out / f"predict_validation_mnist1d_{args.setting}.json"
+    if args.plot_only:
+        record = json.loads(path.read_text())
+        record["summary"] = summarise(record)
+        write_json(path, record)
+        for written in plot(path):
+            print(f"figure {written}")
+        return
+    config = SETTINGS[args.setting]
+    dataset = load_dataset("mnist1d")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    start = time.perf_counter()
+    # the tolerance comes from the seeds' dense accuracies, before any level is pruned
+    trunks = [lmc.train_run(config.replace(seed=s), args.root, dataset=dataset,
+                            save_at=[REWIND], progress=False) for s in seeds]
+    dense = [t.result()["final"]["test_accuracy"] for t in trunks]
+    tolerance = 2 * float(np.std(dense, ddof=1))
+    record = {"study": "predict_validation_mnist1d", "setting": args.setting,
+              "config": config.to_dict(), "rewind": REWIND, "fraction": FRACTION,
+              "dense_test_accuracy": dense, "tolerance": tolerance, "every": args.every,
+              "examples": args.examples, "probe_steps": list(PROBE_STEPS), "seeds": []}
+    for seed in seeds:
+        record["seeds"].append(seed_rows(config, seed, args, tolerance, dataset))
+        record["wall_seconds"] = time.perf_counter() - start
+        write_json(path, record)
+    record["summary"] = summarise(record)
+    write_json(path, record)
+    for name, s in record["summary"].items():
+        if name != "costs":
+            print(f"{name:16s} MAE {s['mae']['mean']}  Spearman {s['spearman']['mean']}  "
+                  f"max sparsity within one level: {s['max_sparsity_within_one_level']}")
+    for written in plot(path):
+        print(f"figure {written}")
+
+
+if __name__ == "__main__":
+    main()
