@@ -167,15 +167,17 @@ def _draw_path(axis: Axes, alphas: np.ndarray, values: np.ndarray, split: str, m
                   bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8})
 
 
-def _barrier_series(points: list[dict]) -> tuple[list[dict], list[int], list[float], list]:
+def _barrier_series(points: list[dict], key: str = "error_barrier"
+                    ) -> tuple[list[dict], list[int], list[float], list]:
     """Points sorted by step, and the mean and std (None where n <= 1) of the test error
-    barrier in percentage points."""
+    barrier (`key`: "error_barrier", or "aligned_error_barrier" after alignment) in
+    percentage points."""
     if not points:
         raise LmcError("instability record has no points")
     points = sorted(points, key=lambda p: p["step"])
     means, stds = [], []
     for p in points:
-        barrier = p["error_barrier"]
+        barrier = p[key]
         means.append(100 * float(barrier["mean"]))
         std = barrier.get("std")
         std = None if std is None or barrier.get("n", 1) <= 1 else float(std)
@@ -201,20 +203,33 @@ def instability_figure(record: InstabilityRecord) -> Figure:
     with matplotlib.rc_context(STYLE):
         fig = Figure(figsize=(5.2, 3.6), layout="constrained")
         axis = fig.add_subplot()
-        axis.plot(steps, means, color=BLUE, marker="o", label="mean over pairs")
+        aligned = [p for p in record.points if "aligned_error_barrier" in p]
+        # hollow and wide, so that an aligned line drawn over it (often identical) shows it
+        naive = {"ms": 8, "mfc": "none", "mew": 1.5, "lw": 2.6} if aligned else {}
+        axis.plot(steps, means, color=BLUE, marker="o", **naive,
+                  label="naive, mean over pairs" if aligned else "mean over pairs")
         bars = [(k, m, s) for k, m, s in zip(steps, means, stds, strict=True) if s is not None]
         if bars:
             k, m, s = zip(*bars, strict=True)
             axis.errorbar(k, m, yerr=s, fmt="none", ecolor=BLUE, elinewidth=1.2, capsize=3,
                           label="± std")
+        top = max([threshold] + [m + (s or 0) for m, s in zip(means, stds, strict=True)])
+        if aligned:  # the barrier after permutation alignment of every pair
+            _, a_steps, a_means, a_stds = _barrier_series(aligned, "aligned_error_barrier")
+            axis.errorbar(a_steps, a_means, yerr=[s or 0 for s in a_stds], color=VERMILLION,
+                          marker="s", ms=4, capsize=3, elinewidth=1.0, ls="--",
+                          label=f"after {record.align or 'permutation'} matching ± std")
+            top = max([top] + [m + (s or 0) for m, s in zip(a_means, a_stds, strict=True)])
         axis.axhline(threshold, color=GREY, ls="--", lw=1.2,
                      label=f"stable below {threshold:g} pts")
         step_axis(axis, steps)
-        top = max([threshold] + [m + (s or 0) for m, s in zip(means, stds, strict=True)])
         axis.set_ylim(0, 1.15 * top if top > 0 else 1)
         axis.set_xlabel("spawn step k (iterations, log scale)")
         axis.set_ylabel("instability: test error\nbarrier (percentage points)")
-        axis.legend(loc="best")
+        if aligned:  # four entries: below the axes, never over the data
+            fig.legend(*axis.get_legend_handles_labels(), loc="outside lower center", ncol=2)
+        else:
+            axis.legend(loc="best")
         fig.suptitle("\n".join([f"Instability analysis: {_instability_title(record)}",
                                 ", ".join(details)]).strip())
     return fig

@@ -3,7 +3,9 @@
 Children spawned from a parent's checkpoint at step k share everything (weights,
 optimizer state, schedule position) but SGD noise: the data order and augmentation.
 Instability is the test error barrier between them after training; a network is
-stable at k when it is below 2 percentage points.
+stable at k when it is below 2 percentage points. With `align`, every pair is also
+interpolated after permuting one child to match the other (weight or activation
+matching, Ainsworth et al. 2022): instability modulo permutation symmetry.
 """
 
 from __future__ import annotations
@@ -20,10 +22,11 @@ from lmc.constants import STABILITY_THRESHOLD
 from lmc.core.interpolate import METRICS
 from lmc.core.masks import density
 from lmc.core.policy import ExecutionPolicy
-from lmc.errors import ConfigError
+from lmc.errors import ConfigError, check_name
 from lmc.training.config import Duration, TrainConfig
 from lmc.training.data import Dataset, load_dataset, steps_per_epoch
 from lmc.training.runs import Run, RunSpec, ensure_checkpoint, mask_id, train_run, train_runs
+from lmc.workflows.alignment import METHODS as ALIGN_METHODS
 from lmc.workflows.interpolation import interpolate_checkpoints
 from lmc.workflows.records import InstabilityRecord, InterpolationRecord
 
@@ -53,9 +56,15 @@ def spawn(
                       progress=progress, data_dir=data_dir)
 
 
-def pairwise_interpolations(runs: Sequence[Run], **kwargs) -> list[InterpolationRecord]:
-    """Interpolation records between the final checkpoints of every pair of runs."""
-    return [interpolate_checkpoints(a.final_checkpoint(), b.final_checkpoint(), **kwargs)
+def pairwise_interpolations(runs: Sequence[Run], *, align: str | None = None,
+                            **kwargs) -> list[InterpolationRecord]:
+    """Interpolation records between the final checkpoints of every pair of runs; with
+    `align` ("weight" or "activation") each record also holds the pair with the second
+    run permuted to match the first (its `aligned` field)."""
+    if align is not None:
+        check_name("alignment method", align, ALIGN_METHODS)
+    return [interpolate_checkpoints(a.final_checkpoint(), b.final_checkpoint(), align=align,
+                                    **kwargs)
             for a, b in itertools.combinations(runs, 2)]
 
 
@@ -79,13 +88,20 @@ def instability_analysis(
     dataset: Dataset | None = None,
     progress: bool = True,
     data_dir: str | None = None,
+    align: str | None = None,
 ) -> InstabilityRecord:
     """Instability (test error barrier between children) against the spawn step k.
 
     Trains (or reuses) `replicates` parents (seeds `config.seed + r`), spawns `children`
     at every k and interpolates between every pair; reports the mean and spread over
     parents and pairs. With `mask`, the children train the pruned network `m ⊙ w_k`.
+    With `align` ("weight" or "activation", `lmc.workflows.alignment.METHODS`), every pair
+    is also interpolated after permuting the second child to match the first (Ainsworth et
+    al. 2022); each pair then has an `aligned` field and each point an
+    `aligned_error_barrier` summary beside `error_barrier`.
     """
+    if align is not None:
+        check_name("alignment method", align, ALIGN_METHODS)
     if "test" not in splits:
         raise ConfigError("instability is measured on the test split; include 'test' in splits")
     if children < 2:
@@ -107,19 +123,25 @@ def instability_analysis(
             kids = spawn(parent, k, children, mask=mask, dataset=dataset, progress=progress)
             accuracies += [kid.result()["final"]["test_accuracy"] for kid in kids]
             for record in pairwise_interpolations(kids, alphas=alphas, splits=splits,
-                                                  dataset=dataset):
+                                                  dataset=dataset, align=align):
                 pair = record.to_json()
                 del pair["kind"], pair["schema_version"]
                 pair["parent"] = parent.spec.run_id
                 pairs.append(pair)
-        points.append({
+        point = {
             "step": k,
             "error_barrier": _summary([p["barriers"]["test"]["error"]["mean"] for p in pairs]),
+        }
+        if align is not None:
+            point["aligned_error_barrier"] = _summary(
+                [p["aligned"]["barriers"]["test"]["error"]["mean"] for p in pairs])
+        point.update({
             "child_test_accuracy": _summary(accuracies),
             "mean_curves": {s: {m: np.mean([p["curves"][s][m] for p in pairs], 0).tolist()
                                 for m in METRICS} for s in splits},
             "pairs": pairs,
         })
+        points.append(point)
     return InstabilityRecord(
         config=config.to_dict(), parents=[p.spec.run_id for p in parents], children=children,
         replicates=replicates, sparse=mask is not None,
@@ -127,5 +149,5 @@ def instability_analysis(
         alphas=points[0]["pairs"][0]["alphas"],
         dense_test_accuracy=float(np.mean([p.result()["final"]["test_accuracy"]
                                            for p in parents])),
-        points=points)
+        points=points, align=align)
 

@@ -82,3 +82,41 @@ def test_instability_analysis_record(tmp_path, mnist1d):
         instability_analysis(CONFIG, ["200it"], root=tmp_path, dataset=mnist1d, progress=False)
     with pytest.raises(ConfigError, match="at least 2 children"):
         instability_analysis(CONFIG, ["0it"], children=1, root=tmp_path, dataset=mnist1d)
+
+
+def test_instability_modulo_permutation(parent, mnist1d):
+    """align="weight": every pair is also interpolated with one child permuted to match
+    the other; the permutation leaves each child's function (the path's endpoints) alone."""
+    record = instability_analysis(CONFIG, ["40it"], children=2, root=parent.root, alphas=5,
+                                  dataset=mnist1d, progress=False, align="weight")
+    assert record.align == "weight" and record.to_json()["align"] == "weight"
+    (point,) = record.points
+    for pair in point["pairs"]:
+        aligned = pair["aligned"]
+        assert aligned["method"] == "weight"
+        assert aligned["objective_after"] >= aligned["objective_before"] - 1e-6
+        for split in ("test", "train"):
+            assert set(aligned["barriers"][split]["error"]) >= {"mean", "chord"}
+            for metric in ("loss", "error"):
+                naive, perm = pair["curves"][split][metric], aligned["curves"][split][metric]
+                assert perm[0] == pytest.approx(naive[0], rel=1e-5, abs=1e-6)
+                assert perm[-1] == pytest.approx(naive[-1], rel=1e-5, abs=1e-6)
+    summary = point["aligned_error_barrier"]
+    values = [p["aligned"]["barriers"]["test"]["error"]["mean"] for p in point["pairs"]]
+    assert summary["n"] == 1 and summary["mean"] == pytest.approx(np.mean(values))
+    # files written before `align` existed still load (as naive-only records)
+    data = record.to_json()
+    del data["align"]
+    old = InstabilityRecord.from_json(data)
+    assert old.align is None and "align" not in old.to_json() and not old.extra
+    with pytest.raises(ConfigError, match="valid alignment methods: activation, weight"):
+        instability_analysis(CONFIG, ["40it"], root=parent.root, dataset=mnist1d,
+                             progress=False, align="sinkhorn")
+
+
+def test_naive_record_has_no_aligned_fields(parent, mnist1d):
+    record = instability_analysis(CONFIG, ["40it"], children=2, root=parent.root, alphas=5,
+                                  dataset=mnist1d, progress=False)
+    assert record.align is None and "align" not in record.to_json()
+    assert "aligned_error_barrier" not in record.points[0]
+    assert "aligned" not in record.points[0]["pairs"][0]
