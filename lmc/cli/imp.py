@@ -16,10 +16,9 @@ from lmc.cli._common import (
 )
 from lmc.constants import MATCHING_TOLERANCE
 from lmc.core.prune import CRITERIA
-from lmc.core.prune_ratio import ESTIMATORS
 from lmc.errors import ConfigError
 from lmc.workflows.imp import ImpSettings, baselines, run_imp
-from lmc.workflows.prune_ratio import AdaptiveFraction
+from lmc.workflows.prune_ratio import ADAPTIVE_ESTIMATORS, PROBE, AdaptiveFraction
 from lmc.workflows.records import ImpRecord
 
 LEVELS = 10  # default length of a fixed-ratio schedule
@@ -42,8 +41,13 @@ def add_parser(subparsers) -> None:
                    "`lmc prune-ratio`), until it falls below --floor or successive levels "
                    "stop being linearly connected")
     estimator = _ADAPTIVE["estimator"].default
-    p.add_argument("--estimator", default=estimator, choices=ESTIMATORS,
-                   help=f"with --ratio auto: the safe-ratio estimator (default {estimator})")
+    p.add_argument("--estimator", default=estimator, choices=ADAPTIVE_ESTIMATORS,
+                   help=f"with --ratio auto: the safe-ratio estimator (default {estimator}; "
+                   f"{PROBE}: fine-tune candidate ratios briefly, see --probe-steps)")
+    probe_steps = _ADAPTIVE["probe_steps"].default
+    p.add_argument("--probe-steps", type=int, default=probe_steps,
+                   help=f"with --estimator {PROBE}: fine-tuning steps per candidate ratio "
+                   f"(default {probe_steps})")
     safety, floor = _ADAPTIVE["safety"].default, _ADAPTIVE["floor"].default
     p.add_argument("--safety", type=float, default=safety,
                    help=f"with --ratio auto: prune this multiple of the safe ratio "
@@ -110,7 +114,7 @@ def run(args: argparse.Namespace) -> None:
     levels = args.levels
     if args.fraction == "auto":
         fraction = AdaptiveFraction(args.estimator, safety=args.safety, floor=args.floor,
-                                    keep_dense=args.keep_dense)
+                                    keep_dense=args.keep_dense, probe_steps=args.probe_steps)
         if levels is None and args.target_density is None:
             levels = ADAPTIVE_LEVELS
     else:

@@ -39,6 +39,7 @@ from lmc.errors import ConfigError, check_name
 from lmc.training.data import Dataset
 from lmc.workflows.opened import open_checkpoint
 from lmc.workflows.records import PruneRatioRecord
+from lmc.workflows.retraining import Solution, probe_safe_ratio
 
 
 def _finite(values: Any) -> list:
@@ -151,6 +152,12 @@ def prune_ratio_record(
         epsilon_detail=detail, zero_curvature_mass=masses.zero, negative_mass=masses.negative)
 
 
+PROBE = "probe"  # estimator E, `lmc.workflows.retraining.probe_safe_ratio`
+PROBE_STEPS = 100  # fine-tuning steps of each candidate of the probe
+# What an adaptive IMP schedule can prune by: the Hessian estimators and the probe.
+ADAPTIVE_ESTIMATORS = (*ESTIMATORS, PROBE)
+
+
 class AdaptiveFraction:
     """The pruning fraction of each level from the landscape: the predicted safe
     ratio of the previous level's solution under `estimator`, times `safety`, at most
@@ -167,8 +174,12 @@ class AdaptiveFraction:
                  floor: float = 0.05, cap: float = 0.9, examples: int = 1000,
                  grid_step: float = 0.01, keep_dense: Sequence[str] = (),
                  epsilon: float | str | None = None, basis: str = BASES[0],
-                 eigenvalues: str = EIGENVALUES[0], dataset: Dataset | None = None):
-        check_name("estimator", estimator, ESTIMATORS)
+                 eigenvalues: str = EIGENVALUES[0], probe_steps: int = PROBE_STEPS,
+                 dataset: Dataset | None = None):
+        check_name("estimator", estimator, ADAPTIVE_ESTIMATORS)
+        if probe_steps < 1:
+            raise ConfigError(f"the probe needs at least 1 step, got {probe_steps}")
+        self.probe_steps = int(probe_steps)
         check_name("basis", basis, BASES, "bases")
         check_eigenvalues(eigenvalues)
         if not 0 < safety <= 1 or not 0 < floor < cap < 1:
@@ -181,6 +192,8 @@ class AdaptiveFraction:
         self.predictions: list[dict[str, Any]] = []
 
     def __call__(self, level: int, checkpoint: str) -> float | None:
+        if self.estimator == PROBE:
+            return self._probe(level, checkpoint)
         record = prune_ratio_record(checkpoint, grid=self.grid, examples=self.examples,
                                     keep_dense=self.keep_dense, with_random=False,
                                     epsilon=self.epsilon, basis=self.basis,
@@ -193,4 +206,23 @@ class AdaptiveFraction:
             "fraction": fraction, "lambda_max": record.lambda_max,
             "trace": record.trace, "epsilon": record.epsilon,
             "seconds": record.seconds})
+        return None if fraction < self.floor else fraction
+
+    def _probe(self, level: int, checkpoint: str) -> float | None:
+        """Estimator E: fine-tune the candidates for `probe_steps` (their training steps
+        are part of the schedule's compute, recorded as `probe_steps`)."""
+        start = time.perf_counter()
+        solution = Solution.open(checkpoint, dataset=self.dataset)
+        if not isinstance(self.epsilon, float):
+            o = solution.opened
+            self.epsilon = epsilon_of(self.epsilon, o.loss_fn(), o.params,
+                                      o.batches("train", self.examples, DEFAULT_BATCH_SIZE))[0]
+        probe = probe_safe_ratio(solution, self.epsilon, steps=self.probe_steps,
+                                 keep_dense=self.keep_dense)
+        fraction = min(self.safety * probe.interpolated, self.cap)
+        self.predictions.append({
+            "level": level, "checkpoint": checkpoint, "safe_ratio": probe.interpolated,
+            "fraction": fraction, "epsilon": self.epsilon,
+            "probe_steps": self.probe_steps * len(probe.grid),
+            "seconds": time.perf_counter() - start})
         return None if fraction < self.floor else fraction

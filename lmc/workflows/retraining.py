@@ -68,7 +68,13 @@ class Solution:
     opened: OpenedCheckpoint
     config: TrainConfig
     trunk: Run
-    rewind_step: int
+    rewind_step: int | None  # None: a trunk opened without one (no rewinding possible)
+
+    def check_rewind(self) -> int:
+        if self.rewind_step is None:
+            raise ConfigError(f"{self.opened.path} is a trunk: give the rewind step "
+                              "(Solution.open(..., rewind=k))")
+        return self.rewind_step
 
     @classmethod
     def open(cls, checkpoint: str | os.PathLike, *, rewind: int | None = None,
@@ -80,10 +86,9 @@ class Solution:
                               "metadata): retraining needs the recipe")
         run_dir = Path(checkpoint).resolve().parent.parent
         spec = RunSpec.from_dict(spec)
-        if spec.parent is None:  # a dense trunk: rewind within itself
-            if rewind is None:
-                raise ConfigError(f"{checkpoint} is a trunk: give the rewind step")
-            return cls(opened, spec.config, Run(run_dir.parent, spec), int(rewind))
+        if spec.parent is None:  # a dense trunk: rewind within itself, to `rewind`
+            return cls(opened, spec.config, Run(run_dir.parent, spec),
+                       None if rewind is None else int(rewind))
         trunk = Run.open(run_dir.parent / spec.parent)
         return cls(opened, spec.config, trunk, spec.start_step)
 
@@ -145,7 +150,7 @@ def _barriers(solution: Solution, params: Any, state: Any, alphas: int) -> dict[
 def rewind_retrain(solution: Solution, mask: Any, *, progress: bool = False) -> Run:
     """The network `mask` ⊙ w_k retrained with the level's recipe (a run in the store)."""
     # a trunk finished without a checkpoint at the rewind step gets one
-    ensure_checkpoint(solution.trunk, solution.rewind_step, dataset=solution.opened.dataset,
+    ensure_checkpoint(solution.trunk, solution.check_rewind(), dataset=solution.opened.dataset,
                       progress=progress)
     spec = RunSpec(solution.config, parent=solution.trunk.spec.run_id,
                    start_step=solution.rewind_step, mask=mask_id(mask),
@@ -182,7 +187,7 @@ def rewind_steps(solution: Solution) -> int:
     """Steps a rewound level trains: the recipe's total minus the rewind step."""
     config = solution.config
     spe = steps_per_epoch(solution.opened.dataset.num_train, config.batch_size)
-    return config.total_steps(spe) - solution.rewind_step
+    return config.total_steps(spe) - solution.check_rewind()
 
 
 def measured_safe_ratio(

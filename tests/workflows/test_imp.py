@@ -220,3 +220,20 @@ def test_adaptive_fraction_predicts_from_the_checkpoint(two_levels, mnist1d):
     assert adaptive.epsilon == prediction["epsilon"]  # ε is fixed for the later levels
     with pytest.raises(ConfigError, match="valid estimators"):
         AdaptiveFraction("curvature")
+
+
+def test_adaptive_fraction_by_the_probe(two_levels, mnist1d):
+    """Estimator E in an adaptive schedule: fine-tuning steps are counted as compute."""
+    from lmc.workflows.prune_ratio import AdaptiveFraction
+
+    adaptive = AdaptiveFraction("probe", probe_steps=10, examples=500, dataset=mnist1d)
+    f = adaptive(1, two_levels.methods["imp"][0]["checkpoint"])
+    (prediction,) = adaptive.predictions
+    assert prediction["probe_steps"] == 10 * 19  # 19 candidates 0.05 ... 0.95
+    assert f is None or f == pytest.approx(min(prediction["safe_ratio"], 0.9))
+    first = adaptive.epsilon
+    assert isinstance(first, float) and first > 0
+    adaptive(2, two_levels.methods["imp"][1]["checkpoint"])
+    assert adaptive.epsilon == first  # fixed at the first level's
+    with pytest.raises(ConfigError, match="at least 1 step"):
+        AdaptiveFraction("probe", probe_steps=0)

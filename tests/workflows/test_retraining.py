@@ -42,8 +42,8 @@ def level1(imp, mnist1d):
 def test_a_level_knows_its_trunk_and_rewind_step(imp, level1, mnist1d):
     assert level1.trunk.spec.run_id == imp.trunk and level1.rewind_step == REWIND
     trunk_ckpt = imp.methods["imp"][0]["checkpoint"]
-    with pytest.raises(ConfigError, match="rewind step"):
-        Solution.open(trunk_ckpt, dataset=mnist1d)
+    with pytest.raises(ConfigError, match="rewind step"):  # a trunk needs the rewind step
+        rewind_retrain(Solution.open(trunk_ckpt, dataset=mnist1d), level1.opened.mask)
     trunk = Solution.open(trunk_ckpt, rewind=REWIND, dataset=mnist1d)
     assert trunk.trunk.spec.run_id == imp.trunk
 
