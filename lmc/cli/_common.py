@@ -96,6 +96,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--lr", type=float, help=f"peak learning rate (default {d.lr})")
     g.add_argument("--momentum", type=float, help=f"(default {d.momentum})")
     g.add_argument("--weight-decay", type=float, help=f"(default {d.weight_decay})")
+    g.add_argument("--l1", type=float, help=f"L1 penalty on weights and biases, as in Zhang "
+                   f"et al. 2024 (default {d.l1})")
     g.add_argument("--schedule", choices=SCHEDULES, help=f"(default {d.schedule})")
     g.add_argument("--warmup", help="linear warmup length, e.g. 500it")
     g.add_argument("--milestones", type=csv, help="step schedule: e.g. 80ep,120ep")

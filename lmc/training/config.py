@@ -59,6 +59,10 @@ class TrainConfig:
     lr: float = 0.05
     momentum: float = 0.9
     weight_decay: float = 0.0
+    # L1 penalty l1 * sum|theta| added to the training loss, over the weights and biases
+    # of the conv/dense layers (not norm scales/offsets): Zhang et al. 2024's sparsifying
+    # regulariser. Omitted from `to_dict` when 0, so that older run ids stay valid.
+    l1: float = 0.0
     schedule: str = "cosine"
     warmup: str = "0it"
     milestones: tuple[str, ...] = ()  # step schedule: where the LR is multiplied by gamma
@@ -83,6 +87,9 @@ class TrainConfig:
             raise ConfigError(f"momentum must be in [0, 1), got {self.momentum}")
         if self.weight_decay < 0:
             raise ConfigError(f"weight decay must be >= 0, got {self.weight_decay}")
+        if not (isinstance(self.l1, (int, float)) and not isinstance(self.l1, bool)
+                and math.isfinite(self.l1) and self.l1 >= 0):
+            raise ConfigError(f"l1 penalty must be a finite number >= 0, got {self.l1}")
         if not isinstance(self.batch_size, int) or self.batch_size <= 0:
             raise ConfigError(f"batch size must be a positive integer, got {self.batch_size}")
         if self.gamma <= 0 or self.cycle_mult < 1:
@@ -108,6 +115,8 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out["milestones"] = list(self.milestones)
+        if self.l1 == 0:  # absent when off, so that run ids from before the field stay valid
+            del out["l1"]
         return out
 
     @classmethod

@@ -23,7 +23,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
 from lmc.core.evaluate import Evaluator, cross_entropy
-from lmc.core.masks import apply_mask
+from lmc.core.masks import apply_mask, path_name
 from lmc.core.policy import ExecutionPolicy
 from lmc.errors import TrainingDiverged
 from lmc.training.config import Duration, TrainConfig
@@ -110,6 +110,36 @@ def model_for(config: TrainConfig, dataset: Dataset):
     return build_model(config.model, dataset.num_classes, **config.model_options)
 
 
+def l1_penalised(params: Any) -> Any:
+    """Python bools of the structure of `params`: True for the leaves the L1 penalty
+    covers, the weights and biases of the conv and dense layers ('kernel' leaves and the
+    'bias' beside a 'kernel'); norm scales and offsets (a 'bias' beside a 'scale') are not
+    covered, nor is the model state (running statistics)."""
+    flat = jax.tree_util.tree_flatten_with_path(params)[0]
+    names = [path_name(p).rsplit("/", 1) for p, _ in flat]
+    with_kernel = {n[0] for n in names if len(n) == 2 and n[1] == "kernel"}
+    flags = [n[-1] == "kernel" or (len(n) == 2 and n[1] == "bias" and n[0] in with_kernel)
+             for n in names]
+    return jax.tree.unflatten(jax.tree.structure(params), flags)
+
+
+def l1_norm(params: Any) -> jax.Array:
+    """The sum of |theta| over the leaves `l1_penalised` covers."""
+    leaves = [jnp.sum(jnp.abs(x)) for x, on in
+              zip(jax.tree.leaves(params), jax.tree.leaves(l1_penalised(params)), strict=True)
+              if on]
+    return sum(leaves, jnp.zeros((), jnp.float32))
+
+
+def training_loss(config: TrainConfig, logits: jax.Array, labels: jax.Array,
+                  params: Any) -> jax.Array:
+    """The loss SGD minimises: the mean cross-entropy, plus `config.l1` * `l1_norm`."""
+    loss = cross_entropy(logits, labels)
+    if config.l1:
+        loss = loss + config.l1 * l1_norm(params)
+    return loss
+
+
 def init_train_state(config: TrainConfig, module, dataset: Dataset, tx, mask=None) -> TrainState:
     params, state = init_model(module, stream_key(config, "init"), dataset.input_shape)
     params = apply_mask(params, mask)
@@ -167,7 +197,7 @@ def _build_programs(config: TrainConfig, dataset: Dataset, strategy: str, member
         def loss_fn(params):
             logits, new_state = apply_model(module, params, ts.state, xb, train=True,
                                             dropout_key=dropout_key)
-            return cross_entropy(logits, yb), new_state
+            return training_loss(config, logits, yb, params), new_state
 
         (loss, new_state), grads = jax.value_and_grad(loss_fn, has_aux=True)(ts.params)
         grads = apply_mask(grads, mask)  # pruned weights get no update and no momentum
@@ -380,6 +410,6 @@ def train(
 
 
 __all__ = [
-    "TrainResult", "TrainState", "Trainer", "init_train_state", "learning_rate_schedule",
-    "make_optimizer", "model_for", "train",
+    "TrainResult", "TrainState", "Trainer", "init_train_state", "l1_norm", "l1_penalised",
+    "learning_rate_schedule", "make_optimizer", "model_for", "train", "training_loss",
 ]

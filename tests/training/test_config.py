@@ -29,6 +29,9 @@ def test_duration_parsing():
         ({"batch_size": 0}, "batch size must be a positive integer"),
         ({"duration": "0it"}, "duration must be positive"),
         ({"momentum": 1.0}, "momentum must be in"),
+        ({"l1": -1e-5}, "l1 penalty must be a finite number >= 0, got -1e-05"),
+        ({"l1": float("inf")}, "l1 penalty"),
+        ({"l1": float("nan")}, "l1 penalty"),
     ],
 )
 def test_bad_config_values_raise_readable_errors(changes, message):
@@ -41,6 +44,20 @@ def test_config_round_trip_and_unknown_fields():
     assert TrainConfig.from_dict(c.to_dict()) == c
     with pytest.raises(ConfigError, match="unknown config field\\(s\\) learning_rate"):
         TrainConfig.from_dict({"learning_rate": 0.1})
+
+
+def test_l1_field_leaves_older_run_ids_unchanged():
+    from lmc.training.runs import RunSpec
+
+    # The id of the default config, computed before `l1` existed: it must not change.
+    assert RunSpec(TrainConfig()).run_id == "conv1d-mnist1d-35c1679f6137"
+    assert RunSpec(TrainConfig(l1=0.0)).run_id == "conv1d-mnist1d-35c1679f6137"
+    assert "l1" not in TrainConfig().to_dict()
+    assert TrainConfig.from_dict({}).l1 == 0.0
+    on = TrainConfig(l1=1e-4)
+    assert on.to_dict()["l1"] == 1e-4 and TrainConfig.from_dict(on.to_dict()) == on
+    assert RunSpec(on).run_id != RunSpec(TrainConfig()).run_id
+    assert RunSpec(on).run_id != RunSpec(TrainConfig(l1=2e-4)).run_id
 
 
 def test_schedules():

@@ -17,7 +17,7 @@ from lmc.core.policy import ExecutionPolicy
 from lmc.errors import TrainingDiverged
 from lmc.training.config import TrainConfig
 from lmc.training.rng import noise_keys
-from lmc.training.trainer import Trainer, train
+from lmc.training.trainer import Trainer, l1_norm, l1_penalised, train
 
 from ..conftest import TINY_MLP
 
@@ -75,6 +75,47 @@ def test_mask_keeps_pruned_weights_exactly_zero(mnist1d):
     momentum = final.opt_state[0].trace
     for trace, m in zip(jax.tree.leaves(momentum), jax.tree.leaves(mask), strict=True):
         assert np.all(np.asarray(trace)[~m] == 0.0)
+
+
+def test_l1_penalty_shrinks_the_weights(mnist1d):
+    config = SMALL.replace(duration="100it")
+    plain = train(config, mnist1d, progress=False).states[0].params
+    sparse = train(config.replace(l1=1e-3), mnist1d, progress=False).states[0].params
+    assert float(l1_norm(sparse)) < 0.9 * float(l1_norm(plain))
+
+
+def test_training_loss_includes_the_l1_penalty(mnist1d):
+    """One plain-SGD step moves the parameters by -lr * grad(CE + l1 * sum|theta|)."""
+    from lmc.core.evaluate import cross_entropy
+    from lmc.training.data import steps_batch_indices
+    from lmc.training.models import apply_model
+
+    lr, l1 = 0.1, 1e-2
+    config = SMALL.replace(optimizer="sgd", schedule="constant", lr=lr, l1=l1, augment=False,
+                           duration="1it")
+    t = Trainer(config, mnist1d)
+    start, keys = t.init_state(), noise_keys(config)
+    after = t.run([start], [keys], progress=False).states[0].params
+    idx = steps_batch_indices(keys.data, 0, 1, mnist1d.num_train, config.batch_size)[0]
+    xb, yb = mnist1d.x_train[idx], mnist1d.y_train[idx]
+
+    def loss(params, penalty):
+        logits, _ = apply_model(t.module, params, start.state, xb, train=True)
+        return cross_entropy(logits, yb) + penalty * sum(
+            jnp.sum(jnp.abs(x)) for x in jax.tree.leaves(params))
+
+    step = jax.tree.map(lambda a, b: (a - b) / lr, start.params, after)
+    assert _close(step, jax.grad(loss)(start.params, l1), rtol=1e-3, atol=1e-5)
+    assert not _close(step, jax.grad(loss)(start.params, 0.0), rtol=1e-3, atol=1e-5)
+
+
+def test_l1_covers_weights_and_biases_but_not_norm_parameters():
+    params = {"conv": {"kernel": 1, "bias": 2}, "norm": {"scale": 3, "bias": 4},
+              "block": {"conv1": {"kernel": 5}, "norm1": {"bias": 6, "scale": 7}}}
+    assert l1_penalised(params) == {"conv": {"kernel": True, "bias": True},
+                                    "norm": {"scale": False, "bias": False},
+                                    "block": {"conv1": {"kernel": True},
+                                              "norm1": {"bias": False, "scale": False}}}
 
 
 @pytest.mark.parametrize("strategy", ["vmap", "loop"])
