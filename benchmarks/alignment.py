@@ -25,12 +25,26 @@ Models: ResNet-20 (CIFAR-10 shape 32×32×3, BatchNorm statistics in the objecti
 (same shape), MLPs 40-w-w-10 (MNIST-1D shape) for w in 512, 1024, 2048. Rows measured
 interleaved (lmc, reference, lmc, ...); medians of `--repeats`.
 
-    python benchmarks/alignment.py [--quick] [--repeats R] [--out DIR]
+**Time split** (always; alone with ``--split``, which adds it to the existing results
+file instead of re-measuring the rows): where `lmc.weight_matching`'s time goes, for the
+question whether batching many pairs (vmap of the similarity matmuls over pairs) could pay.
+Each coordinate-descent step of a group (a) builds the group's similarity matrix — gathers
+of B's leaves by the other groups' permutations and a sum of matmuls, in numpy float64 on
+the host — and (b) solves its linear assignment with `scipy.optimize.linear_sum_assignment`
+(host, sequential, not batchable by vmap). (b) is timed by wrapping the scipy function as
+`weight_matching` calls it; (a) is the rest of the call (similarity matrices, plus the
+objective once per sweep): an upper bound on what batching the matmuls could save.
+Same inputs as the rows (numpy copies, so no device transfer is timed); the split of the
+median of ``--repeats`` calls after one warm-up call. Run it with OPENBLAS_NUM_THREADS=1 on
+a shared machine (the record says which): see `run_split`.
+
+    python benchmarks/alignment.py [--quick] [--split] [--repeats R] [--out DIR]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -43,6 +57,7 @@ from _common import machine_info, write_results
 from scipy.optimize import linear_sum_assignment
 
 import lmc
+import lmc.core.alignment as lmc_alignment
 from lmc.core.masks import path_name
 
 MODELS = {  # name -> (build_model args, input shape, spec kind)
@@ -53,6 +68,7 @@ MODELS = {  # name -> (build_model args, input shape, spec kind)
     "mlp2048": (("mlp", 10, {"widths": (2048, 2048)}), (40,), "sequential"),
 }
 QUICK_MODELS = ("resnet20", "mlp512")
+SPLIT_MODELS = ("resnet20", "mlp512", "mlp2048")
 
 
 # --- the reference ---------------------------------------------------------------------------
@@ -183,6 +199,82 @@ def measure(name: str, repeats: int) -> dict[str, Any]:
     return row
 
 
+def measure_split(name: str, repeats: int) -> dict[str, Any]:
+    """(a) similarity building vs (b) linear assignment in `lmc.weight_matching`."""
+    _, spec, pa, sa, pb, sb = setup(name)
+    pa, sa, pb, sb = (jax.tree.map(np.asarray, t) for t in (pa, sa, pb, sb))
+    solver = lmc_alignment.linear_sum_assignment
+    lsa = {"seconds": 0.0, "calls": 0}
+
+    def timed_lsa(*args, **kwargs):
+        start = time.perf_counter()
+        out = solver(*args, **kwargs)
+        lsa["seconds"] += time.perf_counter() - start
+        lsa["calls"] += 1
+        return out
+
+    totals, solves, calls = [], [], []
+    lmc_alignment.linear_sum_assignment = timed_lsa  # as weight_matching looks it up
+    try:
+        for r in range(repeats + 1):  # call 0: warm-up, not counted
+            lsa.update(seconds=0.0, calls=0)
+            t, (_, history) = timed(lmc.weight_matching, spec, pa, pb, sa, sb, seed=0)
+            if r:
+                totals.append(t)
+                solves.append(lsa["seconds"])
+                calls.append(lsa["calls"])
+    finally:
+        lmc_alignment.linear_sum_assignment = solver
+    median = int(np.argsort(totals)[len(totals) // 2])  # the split of the median call
+    total, solve = totals[median], solves[median]
+    similarity = total - solve
+    row = {"model": name, "sweeps": len(history) - 1, "assignments": calls[0],
+           "largest_group": max(spec.check(pa, sa).values()), "total_seconds": total,
+           "similarity_seconds": similarity, "assignment_seconds": solve,
+           "similarity_share": similarity / total, "assignment_share": solve / total,
+           "totals": totals, "assignments_seconds": solves}
+    print(f"  split {name}: total {total:.3f}s, similarity {similarity:.3f}s, assignment "
+          f"{solve:.3f}s", file=sys.stderr, flush=True)
+    return row
+
+
+def split_table(split: dict[str, Any]) -> str:
+    m = split["machine"]
+    lines = ["", "## Time split: similarity matrices vs linear assignment", "",
+             f"Where `lmc.weight_matching`'s time goes (same pairs, converged; the call of "
+             f"median time of "
+             f"{split['repeats']} calls after a warm-up; BLAS threads "
+             f"{split.get('blas_threads', 'default')}; load average before/after "
+             f"{m['load_before']:.2f} / {m['load_after']:.2f}). (a) similarity: building "
+             f"each group's similarity matrix (gathers + a sum of matmuls, numpy float64 on "
+             f"the host) plus the objective once per sweep, i.e. the call minus (b); (b) "
+             f"assignment: `scipy.optimize.linear_sum_assignment`, host, sequential. "
+             f"Batching pairs with vmap can only shrink (a).", "",
+             "| model | largest group | sweeps | assignments | total (s) | (a) similarity (s) "
+             "| (b) assignment (s) | (a) share | (b) share |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in split["rows"]:
+        lines.append(
+            f"| {r['model']} | {r['largest_group']} | {r['sweeps']} | {r['assignments']} | "
+            f"{r['total_seconds']:.4f} | {r['similarity_seconds']:.4f} | "
+            f"{r['assignment_seconds']:.4f} | {100 * r['similarity_share']:.0f}% | "
+            f"{100 * r['assignment_share']:.0f}% |")
+    return "\n".join(lines) + "\n"
+
+
+def run_split(names: tuple[str, ...], repeats: int) -> dict[str, Any]:
+    import scipy
+
+    load_before = os.getloadavg()[0]
+    rows = [measure_split(name, repeats) for name in names]
+    # multi-threaded OpenBLAS on a loaded machine spins: its small matmuls then take ~40x
+    # longer (ResNet-20: 1.5 s instead of 0.04 s per matching), so say which was used
+    blas_threads = os.environ.get("OPENBLAS_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS")
+    return {"repeats": repeats, "rows": rows, "blas_threads": blas_threads or "default",
+            "machine": machine_info(scipy=scipy.__version__, load_before=load_before,
+                                    load_after=os.getloadavg()[0])}
+
+
 def table(record: dict[str, Any]) -> str:
     m = record["machine"]
     lines = [f"# Weight matching ({m['backend']})", "",
@@ -206,12 +298,17 @@ def table(record: dict[str, Any]) -> str:
             f"{r['speedup_repeat']:.2f} | {'yes' if r['same_perms'] else 'NO'} | "
             f"{'yes' if r['same_objective'] else 'NO'} | "
             f"{'yes' if r['recovers_known_permutation'] else 'NO'} |")
-    return "\n".join(lines) + "\n"
+    text = "\n".join(lines) + "\n"
+    if "time_split" in record:
+        text += split_table(record["time_split"])
+    return text
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--split", action="store_true",
+                        help="measure only the time split and add it to the existing results")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--models", default=None, help="comma-separated, from " + ", ".join(MODELS))
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
@@ -219,6 +316,18 @@ def main() -> None:
     names = args.models.split(",") if args.models else (QUICK_MODELS if args.quick
                                                         else tuple(MODELS))
     repeats = 1 if args.quick else args.repeats
+    suffix = "_quick" if args.quick else ""
+    name = f"alignment_{jax.default_backend()}{suffix}"
+    split_names = tuple(args.models.split(",")) if args.models else SPLIT_MODELS
+    if args.split:
+        path = args.out / f"{name}.json"
+        if not path.exists():
+            raise SystemExit(f"--split adds to {path}, which does not exist: run without "
+                             f"--split first")
+        record = json.loads(path.read_text())
+        record["time_split"] = run_split(split_names, repeats)
+        write_results(args.out, name, record, table(record))
+        return
     import scipy
 
     load_before = os.getloadavg()[0]
@@ -226,8 +335,8 @@ def main() -> None:
     record = {"benchmark": "alignment", "repeats": repeats, "rows": rows,
               "machine": machine_info(scipy=scipy.__version__, load_before=load_before,
                                       load_after=os.getloadavg()[0])}
-    suffix = "_quick" if args.quick else ""
-    write_results(args.out, f"alignment_{jax.default_backend()}{suffix}", record, table(record))
+    record["time_split"] = run_split(split_names, repeats)
+    write_results(args.out, name, record, table(record))
 
 
 if __name__ == "__main__":

@@ -6,8 +6,9 @@ matching and activation matching, on the permutation specs of `lmc.core.permutat
 `activation_matching(spec, activations_a, activations_b)` matches units by the correlation
 of their activations on a fixed batch instead (Ainsworth et al. 2022, §3.1); the caller
 collects the activations (`lmc.training.activations.sequential_activations` for lmc's
-sequential models). REPAIR is in `lmc.core.repair`. The spec, applying permutations and
-deriving specs are re-exported here, so that this module is the whole alignment API.
+sequential models, `resnet_activations` for its ResNets). REPAIR is in `lmc.core.repair`.
+The spec, applying permutations and deriving specs are re-exported here, so that this
+module is the whole alignment API.
 """
 
 from __future__ import annotations

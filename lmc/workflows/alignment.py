@@ -2,7 +2,7 @@
 
 `align_checkpoints(a, b)` opens both checkpoints and permutes the hidden units of B so
 that it matches A (weight matching: `lmc.core.alignment.weight_matching`; or activation
-matching of lmc's sequential models on training data: `activation_matching`), choosing the
+matching of lmc's models on training data: `activation_matching`), choosing the
 permutation spec from the model description (lmc's ResNets: one group per residual
 stream and per block; every other lmc model: one group per hidden layer). The permuted B
 computes the same function as B. `write_aligned` writes it as an lmc checkpoint beside
@@ -29,7 +29,7 @@ from lmc.core.alignment import (
     weight_matching,
 )
 from lmc.errors import ConfigError, check_name
-from lmc.training.activations import sequential_activations
+from lmc.training.activations import resnet_activations, sequential_activations
 from lmc.training.checkpoint import save_checkpoint
 from lmc.training.data import Dataset
 from lmc.training.models import MODELS
@@ -65,8 +65,10 @@ def align_opened(a: OpenedCheckpoint, b: OpenedCheckpoint, method: str = "weight
     and after, and, for weight matching, its history per sweep).
 
     method="weight": `weight_matching`, sweeps ordered by `seed`. method="activation":
-    `activation_matching` on the post-ReLU activations of both networks on a fixed subset
-    of `examples` training examples (subset seed `seed`); lmc's sequential models only.
+    `activation_matching` on the post-ReLU activations of both networks, in evaluation
+    mode, on a fixed subset of `examples` training examples (subset seed `seed`); lmc's
+    models only (`sequential_activations`; for ResNets `resnet_activations`: each residual
+    stream on its stacked post-block activations).
     """
     check_name("alignment method", method, METHODS)
     check_same_network(a, b)
@@ -76,15 +78,21 @@ def align_opened(a: OpenedCheckpoint, b: OpenedCheckpoint, method: str = "weight
     if method == "weight":
         perms, history = weight_matching(spec, a.params, b.params, state_a, state_b, seed=seed)
     else:
-        if kind != "sequential" or a.meta["model"].get("name") not in MODELS:
-            raise ConfigError(f"activation matching supports lmc's sequential models (MLP, "
-                              f"conv, VGG), not {a.meta['model'].get('name')!r}; use "
+        if a.meta["model"].get("name") not in MODELS:
+            # a user's model: which activations its groups permute is unknown to lmc
+            raise ConfigError(f"activation matching supports lmc's models (MLP, conv, VGG, "
+                              f"ResNet), not {a.meta['model'].get('name')!r}; use "
                               f"--method weight")
         x, _ = a.split("train", examples, seed)
-        layers = list(spec.groups)
-        perms = activation_matching(
-            spec, sequential_activations(a.module, a.params, a.state, x, layers=layers),
-            sequential_activations(b.module, b.params, b.state, x, layers=layers))
+        groups = list(spec.groups)
+        if kind == "resnet":
+            acts_a = resnet_activations(a.module, a.params, a.state, x, groups=groups)
+            acts_b = resnet_activations(b.module, b.params, b.state, x, groups=groups)
+        else:
+            acts_a = sequential_activations(a.module, a.params, a.state, x, layers=groups)
+            acts_b = sequential_activations(b.module, b.params, b.state, x, layers=groups)
+        perms = activation_matching(spec, acts_a, acts_b)
+        del acts_a, acts_b  # (examples · positions, units) per group: large for a ResNet
         # the weight-matching objective at the identity and at the perms, for comparison
         history = [weight_matching(spec, a.params, b.params, state_a, state_b,
                                    max_sweeps=1)[1][0],

@@ -20,7 +20,7 @@ from lmc.core.alignment import (
 )
 from lmc.core.masks import path_name
 from lmc.errors import ConfigError
-from lmc.training.activations import sequential_activations
+from lmc.training.activations import resnet_activations, sequential_activations
 from lmc.training.models import build_model, eval_apply, init_model
 
 # name -> (options, input shape, spec kind, number of permutation groups)
@@ -246,6 +246,67 @@ def test_activation_matching_recovers_a_permutation(name):
         np.testing.assert_array_equal(perms[group], np.argsort(p), err_msg=group)
     aligned, _ = apply_permutation(spec, perms, params_b, state)
     assert same_tree(aligned, params)
+
+
+@functools.cache
+def resnet_matching():
+    """The ResNet-20 of `make_network` (BatchNorm, perturbed statistics) and a randomly
+    permuted copy, with their activations on 16 inputs of 16x16 (a convolutional network
+    takes any size): (module, params, state, spec, pi, params_b, state_b, activations of
+    a, activations of b, x)."""
+    module = build_model("resnet20", 10, **MODELS["resnet20"][0])
+    _, _, params, state, spec, _ = make_network("resnet20")
+    pi = random_permutation(spec, params, jax.random.key(4), state)
+    params_b, state_b = apply_permutation(spec, pi, params, state)
+    x = jax.random.normal(jax.random.key(2), (16, 16, 16, 3))
+    a = resnet_activations(module, params, state, x)
+    b = resnet_activations(module, params_b, state_b, x)
+    return module, params, state, spec, pi, params_b, state_b, a, b, x
+
+
+def test_the_activations_of_a_resnet_per_group():
+    _, _, _, spec, _, _, _, a, _, _ = resnet_matching()
+    assert set(a) == set(spec.groups)
+    # inner groups: one position (16 inputs x 16x16, 8x8, 4x4 pixels)
+    for stage, (pixels, channels) in enumerate([(256, 16), (64, 32), (16, 64)], start=1):
+        for block in range(3):
+            assert a[f"stage{stage}_block{block}/conv1"].shape == (16 * pixels, channels)
+    # streams: stacked over the layers writing them, stem + 3 blocks, then 3 blocks each
+    assert a["stage1"].shape == (4 * 16 * 256, 16)
+    assert a["stage2"].shape == (3 * 16 * 64, 32)
+    assert a["stage3"].shape == (3 * 16 * 16, 64)
+    assert np.all(np.asarray(a["stage2"]) >= 0)  # post-ReLU block outputs
+
+
+def test_activation_matching_of_a_resnet_with_itself_is_the_identity():
+    _, _, _, spec, _, _, _, a, _, _ = resnet_matching()
+    for group, perm in activation_matching(spec, a, a).items():
+        np.testing.assert_array_equal(perm, np.arange(len(perm)), err_msg=group)
+
+
+def test_activation_matching_recovers_the_permutation_of_a_resnet():
+    module, params, state, spec, pi, params_b, state_b, a, b, x = resnet_matching()
+    assert all(not np.array_equal(p, np.arange(len(p))) for p in pi.values())
+    f = jax.jit(eval_apply(module))
+    logits = f(params, state, x)
+    np.testing.assert_allclose(f(params_b, state_b, x), logits, rtol=1e-4,
+                               atol=1e-4 * float(jnp.abs(logits).max()))
+    for group in spec.groups:  # no dead unit on the batch, so every match is unambiguous
+        assert np.all(np.asarray(a[group]).std(axis=0) > 1e-3), group
+    perms = activation_matching(spec, a, b)
+    for group, p in pi.items():
+        np.testing.assert_array_equal(perms[group], np.argsort(p), err_msg=group)
+    aligned, aligned_state = apply_permutation(spec, perms, params_b, state_b)
+    assert same_tree(aligned, params) and same_tree(aligned_state, state)
+
+
+def test_resnet_activations_of_some_groups_only():
+    module, params, state, _, _, _, _, a, _, x = resnet_matching()
+    some = resnet_activations(module, params, state, x, groups=["stage3", "stage1_block0/conv1"])
+    assert set(some) == {"stage3", "stage1_block0/conv1"}
+    np.testing.assert_array_equal(some["stage3"], a["stage3"])
+    with pytest.raises(ConfigError, match="no permutation group 'stage4'"):
+        resnet_activations(module, params, state, x, groups=["stage4"])
 
 
 def test_the_activation_correlation():

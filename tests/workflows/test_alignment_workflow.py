@@ -14,6 +14,7 @@ from lmc.core.alignment import apply_permutation, random_permutation
 from lmc.errors import ConfigError
 from lmc.plots import interpolation_figure
 from lmc.training.checkpoint import load_checkpoint, save_checkpoint
+from lmc.training.config import TrainConfig
 from lmc.training.runs import train_run
 from lmc.workflows.alignment import (
     align_checkpoints,
@@ -212,3 +213,37 @@ def test_interpolate_with_repair(trained_run, other_run, mnist1d, data_dir, tmp_
                  "--repair", "--out", str(tmp_path / "c.json"), "--no-figure",
                  "--data-dir", str(data_dir)]) == 0
     assert "after alignment and REPAIR" in capsys.readouterr().out
+
+
+def test_activation_matching_of_resnet_checkpoints(tmp_path, mock_cifar10):
+    """ResNet-20 on tfds mock CIFAR-10 (one step): a permuted copy aligns back exactly, and
+    B aligned to another checkpoint computes what B computes (BatchNorm state permuted)."""
+    config = TrainConfig(model="resnet20", dataset="cifar10", batch_size=16, duration="1it")
+    run = train_run(config, tmp_path, dataset=mock_cifar10, progress=False)
+    a = open_checkpoint(run.final_checkpoint(), dataset=mock_cifar10)
+    spec = permutation_spec(a)
+    pi = random_permutation(spec, a.params, jax.random.key(3), a.state)
+    params, state = apply_permutation(spec, pi, a.params, a.state)
+    copy = open_checkpoint(_write_copy(tmp_path / "permuted.npz", a, params, state),
+                           dataset=mock_cifar10)
+    aligned, aligned_state, perms, info = align_opened(a, copy, "activation", examples=32)
+    assert info["method"] == "activation" and info["kind"] == "resnet"
+    assert info["examples"] == 32 and set(perms) == set(spec.groups)
+    for name in pi:
+        np.testing.assert_array_equal(perms[name], np.argsort(pi[name]), err_msg=name)
+    assert _same(aligned, a.params) and _same(aligned_state, a.state)
+    assert info["objective_after"] > info["objective_before"]
+
+    # another network: A's weights shuffled within each leaf (cheaper than another init;
+    # a network one step from A's initialisation would match A unit for unit)
+    rng = np.random.default_rng(0)
+    other = jax.tree.map(lambda w: rng.permutation(np.asarray(w).ravel()).reshape(w.shape),
+                         a.params)
+    b = open_checkpoint(_write_copy(tmp_path / "other.npz", a, other, a.state),
+                        dataset=mock_cifar10)
+    params, state, perms, _ = align_opened(a, b, "activation", examples=32)
+    assert any(not np.array_equal(p, np.arange(len(p))) for p in perms.values())
+    x, _ = b.split("test", 16)
+    logits = b.eval_apply(b.params, b.state, x)
+    np.testing.assert_allclose(b.eval_apply(params, state, x), logits, rtol=1e-4,
+                               atol=1e-4 * float(np.abs(logits).max()))
