@@ -129,7 +129,7 @@ def sharpness_path() -> SharpnessPathRecord:
         trace_standard_error=[1.0] * (len(ALPHAS) - 1) + [None])
 
 
-def imp(barriers=True) -> ImpRecord:
+def imp(barriers=True, chord=False) -> ImpRecord:
     def levels(method, accuracy):
         out = []
         for level in range(5):
@@ -137,6 +137,9 @@ def imp(barriers=True) -> ImpRecord:
                      "test_accuracy": accuracy - 0.02 * level, "matching": level < 3}
             if barriers and method == "imp" and level > 0:
                 entry["successive_barrier"] = {"error": 0.005 * level, "loss": 0.01}
+                if chord:  # as written since the chord barrier and floor are measured
+                    entry["successive_barrier"] |= {"error_chord": 0.004 * level,
+                                                    "floor": 0.01, "train_loss": 0.1}
             out.append(entry)
         return out
 
@@ -370,17 +373,27 @@ def test_imp_accuracy_draws_each_method_against_density():
     assert title(fig) == "Pruning: mlp on mnist1d\nrewind to step 50, magnitude criterion"
 
 
-def test_imp_barriers_draw_successive_barriers_and_threshold():
-    record = imp()
+@pytest.mark.parametrize("chord", [False, True])
+def test_imp_barriers_draw_successive_barriers_and_threshold(chord):
+    record = imp(chord=chord)
     fig = imp_barriers_figure(record)
     (axis,) = fig.axes
     measured = [lv for lv in record.methods["imp"] if "successive_barrier" in lv]
-    line = axis.get_lines()[0]
-    np.testing.assert_allclose(line.get_xdata(), [100 * lv["density"] for lv in measured])
-    np.testing.assert_allclose(line.get_ydata(),
-                               [100 * lv["successive_barrier"]["error"] for lv in measured])
-    np.testing.assert_allclose(lines(axis)["2 pts"].get_ydata(), 100 * STABILITY_THRESHOLD)
-    assert legend(axis) == ["2 pts", "level matching", "level not matching"]
+    drawn = lines(axis)
+    keys = {"mean definition": "error"}
+    if chord:  # the chord barrier and the mean definition's floor beside the mean
+        keys |= {"chord definition": "error_chord",
+                 "floor of the mean definition, ½|E(0) − E(1)|": "floor"}
+    for label, key in keys.items():
+        np.testing.assert_allclose(drawn[label].get_xdata(),
+                                   [100 * lv["density"] for lv in measured])
+        np.testing.assert_allclose(drawn[label].get_ydata(),
+                                   [100 * lv["successive_barrier"][key] for lv in measured])
+    threshold = "stability threshold 2 pts"
+    np.testing.assert_allclose(drawn[threshold].get_ydata(), 100 * STABILITY_THRESHOLD)
+    assert set(drawn) == {*keys, threshold}
+    texts = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert texts[-2:] == ["filled: level matching", "hollow: not matching"]
     assert title(fig) == "Successive IMP levels: mlp on mnist1d"
 
 

@@ -83,14 +83,17 @@ def print_imp(record: ImpRecord) -> None:
     print(f"dense test accuracy {record.dense_test_accuracy:.2%}; matching: within "
           f"{100 * record.tolerance:g} pts; rewind to step {record.rewind_step}")
     print(f"  {'method':8} {'level':>5} {'weights left':>12} {'test acc':>9} "
-          f"{'barrier to previous':>20} {'train s':>8}")
+          f"{'barrier mean/chord pts':>22} {'train s':>8}")
     for method, levels in record.methods.items():
         for lv in levels[1:]:
             barrier = lv.get("successive_barrier")
-            barrier = f"{100 * barrier['error']:.2f} pts" if barrier else ""
+            if barrier and "error_chord" in barrier:
+                barrier = f"{100 * barrier['error']:.2f} / {100 * barrier['error_chord']:.2f}"
+            else:
+                barrier = f"{100 * barrier['error']:.2f}" if barrier else ""
             seconds = f"{lv['train_seconds']:.1f}" if lv["train_seconds"] is not None else "reused"
             print(f"  {method:8} {lv['level']:>5} {lv['density']:>12.2%} "
-                  f"{lv['test_accuracy']:>9.2%} {barrier:>20} {seconds:>8}"
+                  f"{lv['test_accuracy']:>9.2%} {barrier:>22} {seconds:>8}"
                   f"{'' if lv['matching'] else '  not matching'}")
     for method, summary in record.summary.items():
         print(f"  {method}: smallest matching density {summary['min_matching_density']:.2%} "

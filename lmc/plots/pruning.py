@@ -80,24 +80,38 @@ def has_successive_barriers(record: ImpRecord) -> bool:
 
 def imp_barriers_figure(record: ImpRecord) -> Figure:
     """The test error barrier between successive IMP levels against density (Paul et al.
-    2023), each level coloured by whether it is matching."""
+    2023), each level marked by whether it is matching: the chord definition (Entezari et
+    al. 2022), and the mean definition with its floor ½|E(0) − E(1)|, which the mean
+    barrier reaches by definition whenever accuracy drops (records written before the
+    chord was measured: the mean only)."""
     imp = _successive(record)
     threshold = 100 * STABILITY_THRESHOLD
     with matplotlib.rc_context(STYLE):
-        fig = Figure(figsize=(5.6, 3.4), layout="constrained")
+        fig = Figure(figsize=(6.4, 4.0), layout="constrained")
         axis = fig.add_subplot()
         x = [100 * lv["density"] for lv in imp]
-        y = [100 * lv["successive_barrier"]["error"] for lv in imp]
-        colours = [BLUE if lv.get("matching") else VERMILLION for lv in imp]
-        axis.plot(x, y, color=BLUE, lw=1.4, zorder=2)
-        axis.scatter(x, y, c=colours, zorder=3, s=28)
-        axis.axhline(threshold, color=GREY, ls="--", lw=1.2, label=f"{threshold:g} pts")
-        axis.scatter([], [], c=BLUE, label="level matching")
-        axis.scatter([], [], c=VERMILLION, label="level not matching")
+        matching = [bool(lv.get("matching")) for lv in imp]
+        lines = [("error", "mean definition", BLUE, "-")]
+        if all("error_chord" in lv["successive_barrier"] for lv in imp):
+            lines.insert(0, ("error_chord", "chord definition", ORANGE, "-"))
+            floor = [100 * lv["successive_barrier"]["floor"] for lv in imp]
+            axis.plot(x, floor, color=BLUE, ls=":", lw=1.2,
+                      label="floor of the mean definition, ½|E(0) − E(1)|")
+        for key, label, colour, style in lines:
+            y = [100 * lv["successive_barrier"][key] for lv in imp]
+            axis.plot(x, y, color=colour, ls=style, lw=1.4, zorder=2, label=label)
+            # filled: the level is matching; hollow: it is not
+            axis.scatter(x, y, s=30, zorder=3, color=colour,
+                         facecolors=[colour if m else "white" for m in matching])
+        axis.axhline(threshold, color=GREY, ls="--", lw=1.2,
+                     label=f"stability threshold {threshold:g} pts")
+        axis.scatter([], [], color=GREY, label="filled: level matching")
+        axis.scatter([], [], color=GREY, facecolors="white", label="hollow: not matching")
         density_axis(axis, _densities(record))
         axis.set_ylabel("test error barrier to the\nprevious level (pts)")
         axis.set_ylim(bottom=0)
-        axis.legend(loc="best")
+        fig.legend(*axis.get_legend_handles_labels(), loc="outside lower center", ncol=2,
+                   fontsize="small")
         fig.suptitle(f"Successive IMP levels: {_imp_title(record)}")
     return fig
 

@@ -235,10 +235,24 @@ def _level_record(run: Run, level: int, mask: Any, seconds: float | None) -> dic
 
 
 def _barrier(a: str, b: str, alphas: int, dataset: Dataset) -> dict[str, float]:
-    """Test error barrier (mean definition) between two levels' solutions, and the loss."""
-    record = interpolate_checkpoints(a, b, alphas=alphas, splits=("test",), dataset=dataset)
-    barriers = record.barriers["test"]
-    return {"error": barriers["error"]["mean"], "loss": barriers["loss"]["mean"]}
+    """Barriers between two levels' solutions: test error by the mean (Frankle et al. 2020;
+    "error") and chord (Entezari et al. 2022; "error_chord") definitions, the mean
+    definition's floor ½|E(0) − E(1)| (it is never below it: when accuracy drops, the
+    mean barrier rises by definition), and the test and train loss barriers (chord)."""
+    record = interpolate_checkpoints(a, b, alphas=alphas, splits=("test", "train"),
+                                     dataset=dataset)
+    test, train = record.barriers["test"], record.barriers["train"]
+    ends = record.curves["test"]["error"]
+    return {"error": test["error"]["mean"], "error_chord": test["error"]["chord"],
+            "floor": 0.5 * abs(ends[0] - ends[-1]), "loss": test["loss"]["mean"],
+            "train_loss": train["loss"]["chord"]}
+
+
+def connection_barrier(barrier: dict[str, float]) -> float:
+    """The barrier that decides whether two levels are linearly connected: the chord test
+    error barrier (free of the mean definition's floor), the mean one in records written
+    before it was measured."""
+    return barrier.get("error_chord", barrier["error"])
 
 
 def run_imp(
@@ -315,7 +329,7 @@ def run_imp(
                         lines["imp"][-1]["checkpoint"], record["checkpoint"], s.alphas, dataset)
             lines[method.name].append(record)
             if is_imp and s.adaptive and (
-                    record["successive_barrier"]["error"] > STABILITY_THRESHOLD):
+                    connection_barrier(record["successive_barrier"]) > STABILITY_THRESHOLD):
                 break  # the levels are no longer linearly connected: the valley is left
             path, density = record["checkpoint"], record["density"]
             previous = open_checkpoint(path, dataset=dataset)
@@ -345,7 +359,7 @@ def run_imp(
     predicted = None
     if adaptive:  # 1 − Π(1 − p_used) over the levels that stayed connected
         connected = [lv for lv in lines["imp"][1:]
-                     if lv["successive_barrier"]["error"] <= STABILITY_THRESHOLD]
+                     if connection_barrier(lv["successive_barrier"]) <= STABILITY_THRESHOLD]
         predicted = 1 - (connected[-1]["density"] if connected else 1.0)
     return ImpRecord(
         config=config.to_dict(), trunk=trunk.spec.run_id, rewind_step=k,
@@ -356,5 +370,5 @@ def run_imp(
         seconds=time.perf_counter() - start)
 
 
-__all__ = ["METHODS", "ImpSettings", "LevelContext", "Method", "baselines", "levels_for",
-           "register", "run_imp"]
+__all__ = ["METHODS", "ImpSettings", "LevelContext", "Method", "baselines",
+           "connection_barrier", "levels_for", "register", "run_imp"]
