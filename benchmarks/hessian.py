@@ -17,12 +17,20 @@ Three tables:
   (theory: 2-4), jitted, on 1000 examples, for the MLP 40-256-256-10 and the conv1d net,
   with PyTorch's double-backward HVP for the MLP where torch is installed.
 - **Overheads**: the time of a repeated `top_eigenpairs` call against the time of its HVPs.
+- **Second prediction**: `predict_prune_ratio` (defaults: Lanczos 100, SLQ 4 × 90, the
+  1/1000 grid, D) on a checkpoint of the MLP 40-100-100-10 (2000 Hessian examples in
+  batches of 100, prunable basis, a magnitude mask) and then on another checkpoint of the
+  same network (other initialisation, other mask and live count, as the next IMP level or
+  seed): seconds and XLA compilations of each. The networks are untrained (the cost of
+  the programs does not depend on training). `--prediction-only` runs just this row and
+  adds it to the existing results.
 
 All rows of a table are timed interleaved, best of `--repeats`: compare ratios, the
 machine may be shared. PyTorch runs on the CPU with `--torch-threads` threads (default 1:
 on a shared machine its OpenMP threads stall when another process holds a core).
 
     python benchmarks/hessian.py [--quick] [--repeats R] [--seeds S] [--out DIR]
+    python benchmarks/hessian.py --prediction-only
 """
 
 from __future__ import annotations
@@ -475,11 +483,113 @@ def overhead_rows(problem: Problem, steps: int, repeats: int) -> list[dict]:
         start = time.perf_counter()
         top_eigenpairs(op, 1, steps=steps)
         best = min(best, time.perf_counter() - start)
-    hlo = len(op._matvec.lower(op.params, op.batches, jnp.ones(op.dim, op.dtype)).as_text())
+    hlo = len(op._matvec.lower(op.operands, jnp.ones(op.size, op.dtype)).as_text())
     return [{"model": problem.name, "examples": int(problem.y.shape[0]), "steps": steps,
              "first_call_seconds": first, "top_eigenpairs_seconds": best, "hvp_seconds": hvp,
              "hvps_seconds": (steps + 1) * hvp, "hlo_chars_of_one_hvp": hlo,
              "data_floats": int(np.prod(problem.x.shape))}]
+
+
+# ----------------------------------------------------------------------------- predictions
+
+BACKEND_COMPILE = "/jax/core/compile/backend_compile_duration"
+# the programs built from the HVP (matvec, Lanczos driven or looped, curvature chunks and
+# D's CG: "run"), the gradient and the batch losses ("loss" of `_eval_loss`)
+HVP_PROGRAMS = {"hvp", "lanczos", "_lanczos_init", "one", "run", "grad", "loss"}
+
+
+@contextlib.contextmanager
+def compiled_programs() -> Iterator[list[tuple[str, float]]]:
+    """(name, seconds) of every XLA compilation inside the block (jax.monitoring)."""
+    seen: list[tuple[str, float]] = []
+
+    def listen(event: str, seconds: float, **kwargs: Any) -> None:
+        if event == BACKEND_COMPILE:
+            name = str(kwargs.get("fun_name"))
+            seen.append((name.removeprefix("jit(").removesuffix(")"), seconds))
+
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    try:
+        yield seen
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listen)
+
+
+def prediction_rows(dataset: lmc.Dataset, widths: tuple[int, ...] = (100, 100),
+                    examples: int = 2000, batch_size: int = 100) -> list[dict]:
+    """Seconds and compilations of a first prediction and of a second one on another
+    checkpoint (other parameters, mask and live count) of the same network."""
+    from lmc.core import masks, prune
+    from lmc.core.operators import StatefulLoss
+    from lmc.core.prune_ratio import predict_prune_ratio
+    from lmc.training.models import build_model, eval_apply, init_model
+    from lmc.workflows.opened import _eval_loss
+
+    module = build_model("mlp", dataset.num_classes, widths=widths)
+    loss = _eval_loss(eval_apply(module))
+    batches = batches_of(dataset.x_train[:examples], dataset.y_train[:examples], batch_size)
+    rows = []
+    for which, seed, density in (("first prediction (new network)", 0, 0.8),
+                                 ("second prediction, other checkpoint of the same network",
+                                  1, 0.64)):
+        params, state = init_model(module, jax.random.key(seed), dataset.input_shape)
+        mask = prune.prune(params, masks.dense_mask(params), 1 - density)  # magnitude
+        fn = StatefulLoss(loss, state)
+        start = time.perf_counter()
+        with compiled_programs() as seen:
+            op = HessianOperator(fn, params, batches, mask=mask,
+                                 select=masks.prunable(params))
+            pred = predict_prune_ratio(op, fn, prune.scores("magnitude", params))
+            seconds = time.perf_counter() - start
+        hvp_based = [(n, t) for n, t in seen if n in HVP_PROGRAMS]
+        rows.append({"model": model_label("mlp", module), "which": which, "dim": op.dim,
+                     "examples": examples, "seconds": seconds, "compilations": len(seen),
+                     "compile_seconds": sum(t for _, t in seen),
+                     "hvp_compilations": len(hvp_based),
+                     "hvp_compile_seconds": sum(t for _, t in hvp_based),
+                     "programs": sorted({n for n, _ in seen}) if len(seen) <= 10 else None,
+                     "lambda_max": pred.lambda_max,
+                     "safe_compensated": pred.safe.compensated.ratio})
+        print(f"{which}: {seconds:.1f} s, {len(seen)} compilations "
+              f"({len(hvp_based)} HVP-based)", file=sys.stderr, flush=True)
+    return rows
+
+
+def prediction_table(rows: list[dict]) -> list[str]:
+    if not rows:
+        return []
+    first = rows[0]["seconds"]
+    lines = ["", "## Second prediction: another checkpoint of the same network", "",
+             "| model | prediction | live prunable | s | × first | XLA compilations "
+             "| compile s | HVP-based compilations | their compile s |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['model']} | {r['which']} | {r['dim']:,} | {r['seconds']:.1f} "
+                     f"| {r['seconds'] / first:.2f} | {r['compilations']} "
+                     f"| {r['compile_seconds']:.1f} | {r['hvp_compilations']} "
+                     f"| {r['hvp_compile_seconds']:.1f} |")
+    lines += ["", "- Both rows in one run (the machine may be loaded: compare within the run). "
+              "HVP-based: the matvec, Lanczos (driven steps or the loop), the curvature "
+              "chunks, D's CG, the gradient and the batch losses. What the second still "
+              "compiles: " + ", ".join(rows[-1].get("programs") or ["(more than 10)"])
+              + " (draws of the live count's shape)."]
+    return lines
+
+
+def add_prediction_rows(out: Path, backend: str, rows: list[dict]) -> None:
+    """Put the prediction rows into existing results (`--prediction-only`)."""
+    import json
+
+    name = f"hessian_{backend}"
+    record = json.loads((out / f"{name}.json").read_text())
+    record["second_prediction"] = rows
+    record.setdefault("settings", {})["second_prediction_load_average"] = os.getloadavg()
+    table = (out / f"{name}.md").read_text()
+    marker = "\n## Second prediction"
+    if marker in table:
+        table = table[: table.index(marker)].rstrip("\n") + "\n"
+    table = table.rstrip("\n") + "\n" + "\n".join(prediction_table(rows)) + "\n"
+    write_results(out, name, record, table)
 
 
 # ----------------------------------------------------------------------------- output
@@ -575,7 +685,13 @@ def main(argv: list[str] | None = None) -> None:
                         help="PyTorch threads (default 1)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results",
                         help="directory for the .json and .md results")
+    parser.add_argument("--prediction-only", action="store_true",
+                        help="run only the second-prediction row, added to the results")
     args = parser.parse_args(argv)
+    if args.prediction_only:
+        rows = prediction_rows(lmc.load_dataset("mnist1d"))
+        add_prediction_rows(args.out, jax.default_backend(), rows)
+        return
     sizes = QUICK if args.quick else FULL
     repeats = args.repeats or (1 if args.quick else 3)
     seeds = args.seeds or (2 if args.quick else 5)
@@ -613,6 +729,8 @@ def main(argv: list[str] | None = None) -> None:
                         args.torch_threads, with_torch)
     overheads = overhead_rows(problems[-1], 20, repeats)
     notes += hvp_notes(hvp)
+    predictions = prediction_rows(dataset, (32,) if args.quick else (100, 100),
+                                  400 if args.quick else 2000)
 
     info = machine_info(torch=package_version("torch"), torch_threads=args.torch_threads,
                         pyhessian=package_version("pyhessian"))
@@ -625,11 +743,12 @@ def main(argv: list[str] | None = None) -> None:
                 "load_average_before": load_before, "load_average_after": os.getloadavg(),
                 "wall_seconds": time.perf_counter() - start}
     table = markdown(info, settings, facts, accuracy, hvp, overheads, notes)
+    table = table.rstrip("\n") + "\n" + "\n".join(prediction_table(predictions)) + "\n"
     name = f"hessian_{backend}{'_quick' if args.quick else ''}"
     write_results(args.out, name,
                   {"machine": info, "settings": settings, "problems": facts,
                    "accuracy": accuracy, "hvp_over_gradient": hvp, "overheads": overheads,
-                   "notes": notes}, table)
+                   "second_prediction": predictions, "notes": notes}, table)
 
 
 if __name__ == "__main__":

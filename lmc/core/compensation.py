@@ -39,6 +39,7 @@ import numpy as np
 from jax.scipy.sparse.linalg import cg
 
 from lmc.core import masks
+from lmc.core.operators import support_of, vector_size
 from lmc.errors import ConfigError
 
 # The default damping, as a fraction of λ_max (`default_damping`).
@@ -105,13 +106,15 @@ class Compensation(NamedTuple):
 
 @functools.lru_cache(maxsize=32)
 def _compensation_program(function: Callable) -> Callable:
-    """`run(operands, grad, w, rank, k, damping, tol, maxiter) -> (q*, q(Δ), ‖δ‖, residual)`,
-    compiled once per operator function: k, damping, tol and maxiter are traced, so other
-    values do not recompile (jit adds the shapes)."""
+    """`run(operands, support, grad, w, rank, k, damping, tol, maxiter) -> (q*, q(Δ), ‖δ‖,
+    residual)`, compiled once per operator function: the support (the coordinates of the
+    operator's space among its vectors), k, damping, tol and maxiter are traced, so other
+    masks and values do not recompile (jit adds the shapes)."""
 
-    def run(operands, grad, w, rank, k, damping, tol, maxiter):
-        kept = rank >= k
-        delta = jnp.where(kept, 0.0, -w).astype(w.dtype)
+    def run(operands, support, grad, w, rank, k, damping, tol, maxiter):
+        kept = (rank >= k) & (support != 0)  # K: outside the operator's support never counts
+        grad = jnp.where(support != 0, grad, 0.0)
+        delta = jnp.where((rank < k) & (support != 0), -w, 0.0).astype(w.dtype)
         h_delta = function(operands, delta)
         uncompensated = grad @ delta + 0.5 * delta @ h_delta
         b = jnp.where(kept, h_delta + grad, 0.0)  # ∇ of q(Δ + δ) in δ at δ = 0, on K
@@ -138,16 +141,19 @@ def compensated_increase(op: Any, grad: jax.Array, w: jax.Array, rank: Any, k: i
     letting every other coordinate of the operator's space compensate.
 
     op: a `HessianOperator` (or any operator with `function`, `operands`, `dim`); grad and
-    w: flat vectors of its space; rank: int (op.dim,), the position of each coordinate in
-    the removal order (≥ op.dim: never removed; `removal_rank`); damping: λ of the solved
+    w: vectors of its space (length `vector_size(op)`: a `HessianOperator`'s full flat
+    parameter vector, whose coordinates outside the support never count); rank: int, the
+    position of each coordinate in the removal order (≥ the length: never removed;
+    `removal_rank`); damping: λ of the solved
     system (`default_damping`); maxiter, tol: of CG (tol relative to ‖b‖). One compiled
     program per operator function, whatever k.
     """
     grad, w = jnp.asarray(grad), jnp.asarray(w)
     rank = jnp.asarray(rank, jnp.int32)
+    size = vector_size(op)
     for name, a in (("grad", grad), ("w", w), ("rank", rank)):
-        if a.shape != (op.dim,):
-            raise ConfigError(f"{name} must be a flat vector of the operator's {op.dim} "
+        if a.shape != (size,):
+            raise ConfigError(f"{name} must be a vector of the operator's {size} "
                               f"coordinates, got shape {a.shape}")
     if not (np.isfinite(damping) and damping >= 0):
         raise ConfigError(f"the damping must be a non-negative number, got {damping:g}")
@@ -155,7 +161,9 @@ def compensated_increase(op: Any, grad: jax.Array, w: jax.Array, rank: Any, k: i
     if not 0 <= k <= op.dim:
         raise ConfigError(f"cannot remove {k} of {op.dim} coordinates")
     run = _compensation_program(op.function)
-    out = run(op.operands, grad, w.astype(grad.dtype), rank, jnp.int32(k),
+    support = support_of(op)
+    support = jnp.ones(size, grad.dtype) if support is None else support
+    out = run(op.operands, support, grad, w.astype(grad.dtype), rank, jnp.int32(k),
               jnp.asarray(damping, grad.dtype), jnp.asarray(tol, grad.dtype), jnp.int32(maxiter))
     increase, uncompensated, delta_norm, residual = (float(x) for x in jax.device_get(out))
     return Compensation(increase, uncompensated, delta_norm, residual, k)
@@ -278,7 +286,7 @@ def compensated_safe_ratio(op: Any, grad: jax.Array, w: jax.Array, order: Any,
     """
     if not epsilon > 0:  # also NaN
         raise ConfigError(f"the loss tolerance epsilon must be positive, got {epsilon:g}")
-    rank = removal_rank(order, op.dim)
+    rank = removal_rank(order, vector_size(op))
     num_prunable = int(np.size(order))
     if num_prunable == 0:
         raise ConfigError("no prunable weights: the removal order is empty")

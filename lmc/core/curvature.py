@@ -5,8 +5,14 @@ re-orthogonalisation, power iteration), trace (Hutchinson, Hutch++) and spectral
 Algorithms only call `matvec`/`matmat`, or compile `op.function` with `op.operands` as
 arguments; each keeps its compiled programs in its own cache, keyed by the operator's
 function and the step count (jit adds the shapes), so operators that share a function share
-programs. Whether Lanczos runs as one `fori_loop` or as steps driven from Python is the
-operator's execution policy.
+programs. A `HessianOperator`'s function is one object per network (loss, parameter layout,
+policy), whatever its mask or selection: its vectors are full parameter vectors and the
+support is an operand (`lmc.core.operators`), so checkpoints of one architecture share every
+program here. Vectors are drawn in the space's `dim` coordinates and embedded
+(`space_vectors`): starting vectors and probes vanish outside the support, so the Krylov
+spaces, and SLQ's spectral measure, are exactly those of the restricted Hessian (no
+spurious zero eigenvalues from the coordinates outside). Whether Lanczos runs as one
+`fori_loop` or as steps driven from Python is the operator's execution policy.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lmc.core.interpolate import lerp
-from lmc.core.operators import HessianOperator, LinearOperator
+from lmc.core.operators import HessianOperator, LinearOperator, space_vectors
 from lmc.errors import ConfigError
 
 Matvec = Callable[[jax.Array], jax.Array]
@@ -30,7 +36,7 @@ class Eigenpairs(NamedTuple):
     """Top eigenpairs with diagnostics; eigenvalues in decreasing order."""
 
     eigenvalues: np.ndarray  # (k,)
-    eigenvectors: np.ndarray  # (k, dim), unit norm
+    eigenvectors: np.ndarray  # (k, size): the operator's vectors, unit norm
     residuals: np.ndarray  # (k,) ‖H v − λ v‖
     iterations: int  # Lanczos steps or power iterations (total over deflation)
     converged: np.ndarray  # (k,) residual <= tol · |λ|
@@ -133,7 +139,7 @@ def top_eigenpairs(op: LinearOperator, k: int = 1, *, steps: int = 100, tol: flo
     steps = min(steps, op.dim)
     if k > steps:
         raise ConfigError(f"k = {k} needs at least {k} Lanczos steps (dimension {op.dim})")
-    v0 = jax.random.normal(jax.random.key(seed), (op.dim,), op.dtype)
+    v0 = space_vectors(op, jax.random.normal(jax.random.key(seed), (op.dim,), op.dtype))
     alpha, beta, Q = lanczos(op, v0, steps)
     m = _krylov_size(beta)
     if k > m:
@@ -159,7 +165,8 @@ def power_iteration(op: LinearOperator, k: int = 1, *, max_iterations: int = 100
     key = jax.random.key(seed)
     values, vectors, total, stopped = [], [], 0, []
     for j in range(k):
-        v = jax.random.normal(jax.random.fold_in(key, j), (op.dim,), op.dtype)
+        v = space_vectors(op, jax.random.normal(jax.random.fold_in(key, j), (op.dim,),
+                                                op.dtype))
         v = v / jnp.linalg.norm(v)
         value = None
         for _ in range(max_iterations):
@@ -204,7 +211,8 @@ def hutchinson_trace(op: LinearOperator, num_probes: int = 100, *, probe_batch: 
     key, samples = jax.random.key(seed), []
     while len(samples) < num_probes:
         n = min(probe_batch, num_probes - len(samples))
-        z = _rademacher(jax.random.fold_in(key, len(samples)), (n, op.dim), op.dtype)
+        z = space_vectors(op, _rademacher(jax.random.fold_in(key, len(samples)),
+                                          (n, op.dim), op.dtype))
         samples += list(np.asarray(jnp.sum(z * op.matmat(z), axis=1), np.float64))
         if tol is not None and len(samples) > 1:
             mean, se = np.mean(samples), np.std(samples, ddof=1) / np.sqrt(len(samples))
@@ -223,10 +231,10 @@ def hutchpp_trace(op: LinearOperator, num_matvecs: int = 99, *, seed: int = 0) -
     if m < 2:
         raise ConfigError(f"Hutch++ needs at least 6 matvecs, got {num_matvecs}")
     k1, k2 = jax.random.split(jax.random.key(seed))
-    S = _rademacher(k1, (m, op.dim), op.dtype)
-    Q, _ = jnp.linalg.qr(op.matmat(S).T)  # (dim, m), orthonormal basis of H S
+    S = space_vectors(op, _rademacher(k1, (m, op.dim), op.dtype))
+    Q, _ = jnp.linalg.qr(op.matmat(S).T)  # (size, m), orthonormal basis of H S
     exact = jnp.trace(Q.T @ op.matmat(Q.T).T)
-    G = _rademacher(k2, (m, op.dim), op.dtype)
+    G = space_vectors(op, _rademacher(k2, (m, op.dim), op.dtype))
     G = G - (G @ Q) @ Q.T  # project out the sketched subspace
     residual = np.asarray(jnp.sum(G * op.matmat(G), axis=1), np.float64)
     return TraceEstimate(float(exact) + float(residual.mean()),
@@ -263,9 +271,10 @@ class SpectralDensity(NamedTuple):
 def spectral_density(op: LinearOperator, *, num_probes: int = 4, steps: int = 90,
                      seed: int = 0) -> SpectralDensity:
     """Stochastic Lanczos quadrature (Lin, Saad & Yang 2016; Ghorbani et al. 2019) with
-    Rademacher probes, all probes in one vmapped program."""
+    Rademacher probes on the operator's space (its `dim` coordinates; `space_vectors`),
+    all probes in one vmapped program; the trace's dimension is `op.dim`."""
     steps = min(steps, op.dim)
-    z = _rademacher(jax.random.key(seed), (num_probes, op.dim), op.dtype)
+    z = space_vectors(op, _rademacher(jax.random.key(seed), (num_probes, op.dim), op.dtype))
     # After a breakdown the padded steps decouple: their nodes get weight exactly 0.
     alpha, beta, _ = lanczos(op, z, steps)
     theta, S = jnp.linalg.eigh(jax.vmap(_tridiagonal)(alpha, beta))
@@ -280,24 +289,30 @@ def directional_curvature(op: LinearOperator, v: jax.Array) -> float:
 
 
 
+@functools.lru_cache(maxsize=32)
+def _path_program(function: Callable, steps: int) -> Callable:
+    """`run(alphas, a, b, rest, v0) -> λ_max` at every α of a chunk, compiled once per
+    operator function and step count."""
+    def top(alpha, a, b, rest, v0):
+        al, be, _ = _lanczos(lambda u: function((lerp(a, b, alpha), *rest), u), v0, steps)
+        # Padded steps after a breakdown add zero eigenvalues, harmless to the largest
+        # unless the whole spectrum is negative.
+        return jnp.linalg.eigvalsh(_tridiagonal(al, be))[-1]
+
+    return jax.jit(jax.vmap(top, in_axes=(0, None, None, None, None)))
+
+
 def lambda_max_along_path(op: HessianOperator, params_b: Any, alphas: np.ndarray, *,
                           steps: int = 50, seed: int = 0) -> np.ndarray:
     """λ_max of the Hessian at every point `(1 − α)·op.params + α·params_b` of the path,
     by Lanczos from one start vector; the α of a chunk (`op.policy.alpha_chunk`) run as
     one vmapped program of Lanczos runs."""
     steps = min(steps, op.dim)
-    v0 = jax.random.normal(jax.random.key(seed), (op.dim,), op.dtype)
+    v0 = space_vectors(op, jax.random.normal(jax.random.key(seed), (op.dim,), op.dtype))
     moved = op.at(params_b)
-    a, b, data = op.params, moved.params, op.batches
-
-    def top(alpha, a, b, data):
-        al, be, _ = _lanczos(lambda u: op.function((lerp(a, b, alpha), data), u), v0, steps)
-        # Padded steps after a breakdown add zero eigenvalues, harmless to the largest
-        # unless the whole spectrum is negative.
-        return jnp.linalg.eigvalsh(_tridiagonal(al, be))[-1]
-
+    a, b, rest = op.params, moved.params, tuple(op.operands[1:])
     chunk = op.policy.alpha_chunk or len(alphas)
-    batched = jax.jit(jax.vmap(top, in_axes=(0, None, None, None)))
+    batched = _path_program(op.function, steps)
     return np.concatenate([
-        np.asarray(batched(jnp.asarray(alphas[i : i + chunk], op.dtype), a, b, data))
+        np.asarray(batched(jnp.asarray(alphas[i : i + chunk], op.dtype), a, b, rest, v0))
         for i in range(0, len(alphas), chunk)])

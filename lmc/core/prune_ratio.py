@@ -60,7 +60,7 @@ from lmc.core.batching import Batches
 from lmc.core.batching import mean_gradient as _mean_gradient
 from lmc.core.compensation import compensated_safe_ratio, default_damping
 from lmc.core.curvature import spectral_density, top_eigenpairs
-from lmc.core.operators import HessianOperator, LossFn
+from lmc.core.operators import HessianOperator, LossFn, split_loss, vector_size
 from lmc.core.prune import removal_order
 from lmc.errors import ConfigError, check_name
 
@@ -96,11 +96,12 @@ ZERO_CURVATURE = 1e-3
 
 
 def _op_order(op: HessianOperator, scores: Any, keep_dense: Sequence[str]) -> np.ndarray:
-    """The operator-space indices of the live weights outside `keep_dense` in the order a
-    pruning step by `scores` removes them: `lmc.core.prune.removal_order`, mapped from its
-    index space (all prunable leaves) to the operator's (live parameters). Weights outside
-    the operator's space count as dead: a prunable-basis operator built with another
-    keep_dense never removes the weights it left out."""
+    """The indices, in the operator's vectors (the full flat parameter vector), of the
+    live weights outside `keep_dense` in the order a pruning step by `scores` removes
+    them: `lmc.core.prune.removal_order`, mapped from its index space (all prunable
+    leaves) to the flat vector. Weights outside the operator's support count as dead: a
+    prunable-basis operator built with another keep_dense never removes the weights it
+    left out."""
     sizes = [int(np.size(leaf)) for leaf in jax.tree.leaves(op.params)]
     offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
     treedef = jax.tree.structure(op.params)
@@ -111,7 +112,7 @@ def _op_order(op: HessianOperator, scores: Any, keep_dense: Sequence[str]) -> np
     live[op.subspace.index] = True
     mask = jax.tree.unflatten(treedef, [live[p] for p in jax.tree.leaves(position)])
     order = removal_order(scores, mask, keep_dense)
-    return np.searchsorted(op.subspace.index, masks.flat_prunable(position)[order])
+    return masks.flat_prunable(position)[order]
 
 
 def removed_counts(grid: np.ndarray, num_prunable: int) -> np.ndarray:
@@ -305,24 +306,53 @@ def check_epsilon(epsilon: float, source: str = "given") -> float:
     return float(epsilon)
 
 
+# The loss programs below are cached on the loss's stable function (`split_loss`: one per
+# network for `OpenedCheckpoint.loss_fn`), its state an argument: one compilation per
+# network shape, not per checkpoint.
+
+
+@functools.lru_cache(maxsize=32)
+def _per_example_program(fn: Callable) -> Callable:
+    return jax.jit(jax.vmap(lambda p, s, x, y: fn(p, s, x[None], y[None]),
+                            in_axes=(None, None, 0, 0)))
+
+
+@functools.lru_cache(maxsize=32)
+def _batch_loss_program(fn: Callable) -> Callable:
+    return jax.jit(fn)
+
+
+@functools.lru_cache(maxsize=32)
+def _gradient_program(fn: Callable, policy: Any) -> Callable:
+    def grad(p, s, b):
+        return _mean_gradient(lambda q, x, y: fn(q, s, x, y), p, b, policy)
+
+    return jax.jit(grad)
+
+
 def per_example_losses(loss_fn: LossFn, params: Any, batches: tuple[jax.Array, jax.Array]
                        ) -> np.ndarray:
     """The loss of every example of `batches`, as a batch of one (evaluation mode)."""
-    one = jax.jit(jax.vmap(lambda x, y: loss_fn(params, x[None], y[None])))
+    fn, state = split_loss(loss_fn)
+    one = _per_example_program(fn)
     xs, ys = batches
-    return np.concatenate([np.asarray(one(xs[i], ys[i])) for i in range(xs.shape[0])])
+    return np.concatenate([np.asarray(one(params, state, xs[i], ys[i]))
+                           for i in range(xs.shape[0])])
 
 
 def batch_losses(loss_fn: LossFn, params: Any, batches: Batches) -> np.ndarray:
     """The mean loss of every batch of `batches` (shape (num_batches,))."""
-    one = jax.jit(loss_fn)
+    fn, state = split_loss(loss_fn)
+    one = _batch_loss_program(fn)
     xs, ys = batches
-    return np.array([float(one(params, xs[i], ys[i])) for i in range(xs.shape[0])], np.float64)
+    return np.array([float(one(params, state, xs[i], ys[i])) for i in range(xs.shape[0])],
+                    np.float64)
 
 
 def mean_gradient(loss_fn: LossFn, params: Any, batches: Batches, policy=None) -> Any:
     """∇ of the mean loss over equal-size batches: the gradient the HVPs differentiate."""
-    return jax.jit(lambda p, b: _mean_gradient(loss_fn, p, b, policy))(params, batches)
+    fn, state = split_loss(loss_fn)
+    return _gradient_program(fn, policy)(params, state, batches)
 
 
 def loss_std_epsilon(losses: np.ndarray) -> tuple[float, str]:
@@ -375,14 +405,17 @@ def check_scores(scores: Any, params: Any) -> None:
 
 
 def _chunk_size(dim: int) -> int:
-    """Displacements per vmapped HVP: ≈64 MiB of float32 rows, at most 64."""
+    """Displacements per vmapped HVP: ≈64 MiB of float32 rows, at most 64. Called with the
+    operator's vector length (`vector_size`), not the live count: one chunk shape, hence
+    one compiled program, for every checkpoint of a network."""
     return max(1, min(64, 2 ** 24 // max(dim, 1)))
 
 
 @functools.lru_cache(maxsize=32)
 def _curvature_program(function: Callable) -> Callable:
     """`run(operands, w, rank, ks) -> ΔᵀHΔ` for a chunk of removed counts ks, compiled
-    once per operator function (jit adds the shapes)."""
+    once per operator function (jit adds the shapes: the operator's vector length and the
+    chunk, the same for every checkpoint of a network)."""
     def run(operands, w, rank, ks):
         deltas = jnp.where(rank[None] < ks[:, None], -w[None], 0.0).astype(w.dtype)
         h = jax.vmap(lambda d: function(operands, d))(deltas)
@@ -420,8 +453,9 @@ def predict_prune_ratio(
     epsilon: a positive number or one of `EPSILONS` (None: the first). eigenvalues: one of
     `EIGENVALUES`, for C. The basis of C is the operator's: "prunable" when its space is
     exactly the D live weights outside `keep_dense` a step may remove (build it with
-    `select`, see `OpenedCheckpoint.hessian(prunable_only=True)`), else "all". grad (flat,
-    in the operator's space) and spectrum: pass them to share them between criteria.
+    `select`, see `OpenedCheckpoint.hessian(prunable_only=True)`), else "all". grad (an
+    operator vector: `op.from_tree` of the gradient tree) and spectrum: pass them to share
+    them between criteria.
     """
     start = time.perf_counter()
     keep_dense = (keep_dense,) if isinstance(keep_dense, str) else tuple(keep_dense)
@@ -448,11 +482,12 @@ def predict_prune_ratio(
     cum_gw = np.concatenate([[0.0], np.cumsum(np.asarray(grad, np.float64)[order] * w_sorted)])
     radius = np.sqrt(cum_r2[counts])
     linear = -cum_gw[counts]
-    rank = np.full(op.dim, op.dim + 1, np.int32)  # ineligible: never removed
+    size = vector_size(op)
+    rank = np.full(size, size + 1, np.int32)  # ineligible or outside the support: kept
     rank[order] = np.arange(num_prunable, dtype=np.int32)
     unique, inverse = np.unique(counts, return_inverse=True)  # small D: fewer HVPs
     curvature = _curvatures(op, w, jnp.asarray(rank), unique,
-                            chunk or _chunk_size(op.dim))[inverse]
+                            chunk or _chunk_size(size))[inverse]
     quadratic = linear + 0.5 * curvature
     with np.errstate(divide="ignore", invalid="ignore"):
         rayleigh = np.where(radius > 0, curvature / radius ** 2, np.nan)

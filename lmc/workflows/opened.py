@@ -30,7 +30,7 @@ from lmc.core import masks
 from lmc.core.batching import Batches, batches_of, fixed_subset
 from lmc.core.evaluate import cross_entropy
 from lmc.core.interpolate import check_same_structure
-from lmc.core.operators import HessianOperator
+from lmc.core.operators import HessianOperator, StatefulLoss
 from lmc.core.policy import ExecutionPolicy
 from lmc.errors import CheckpointError, ConfigError, check_name
 from lmc.training.checkpoint import Checkpoint, load_checkpoint
@@ -48,6 +48,17 @@ def _network(description: str) -> tuple[Any, Callable, Callable]:
     every checkpoint of one network, so compiled programs keyed on them are reused."""
     module = model_from_description(json.loads(description))
     return module, eval_apply(module), train_apply(module)
+
+
+@functools.lru_cache(maxsize=8)
+def _eval_loss(apply: Callable) -> Callable:
+    """`(params, state, x, y) -> mean cross-entropy` of an evaluation-mode apply function:
+    the same object for every checkpoint of one network (`_network` caches `apply`)."""
+
+    def loss(p, state, x, y):
+        return cross_entropy(apply(p, state, x), y)
+
+    return loss
 
 
 @dataclasses.dataclass
@@ -108,14 +119,12 @@ class OpenedCheckpoint:
         x, y = self.split(split, examples)
         return batches_of(x, y, min(batch_size, len(y)))
 
-    def loss_fn(self) -> Callable:
-        """`(params, x, y) -> mean cross-entropy` in evaluation mode (fixed statistics)."""
-        apply, state = self.eval_apply, self.state
-
-        def loss(p, x, y):
-            return cross_entropy(apply(p, state, x), y)
-
-        return loss
+    def loss_fn(self) -> StatefulLoss:
+        """`(params, x, y) -> mean cross-entropy` in evaluation mode (fixed statistics): a
+        `StatefulLoss` of one function per network (`_eval_loss`) and this checkpoint's
+        model state, so that the Hessians of all checkpoints of a network share their
+        compiled programs (the state is an operand, not a constant)."""
+        return StatefulLoss(_eval_loss(self.eval_apply), self.state)
 
     def hessian(self, split: str = "train", examples: int | None = None,
                 batch_size: int = 500, *, masked: bool = True,

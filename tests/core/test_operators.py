@@ -97,7 +97,15 @@ def test_masked_and_block_hessians_are_submatrices(problem, exact):
     tree = op.to_tree(v)
     assert not any(np.any(t[~m]) for t, m in zip(jax.tree.leaves(tree), jax.tree.leaves(mask),
                                                  strict=True))
-    np.testing.assert_allclose(op.from_tree(tree), v, rtol=1e-6)
+    # the operator's vectors are full flat vectors, zero outside the support
+    assert op.size == 214 and op.from_tree(tree).shape == (214,)
+    np.testing.assert_allclose(op.restrict(op.from_tree(tree)), v, rtol=1e-6)
+    np.testing.assert_allclose(op.from_tree(tree), op.embed(v), rtol=1e-6)
+    np.testing.assert_array_equal(op.to_tree(op.embed(v))["dense0"]["kernel"],
+                                  tree["dense0"]["kernel"])
+    hv = np.asarray(op.matvec(op.embed(v)))
+    np.testing.assert_allclose(hv[live], sub @ v, rtol=1e-4, atol=1e-5)
+    assert not np.any(np.delete(hv, live))
 
     block = HessianOperator(loss_fn, params, batches_of(x, y, BATCH), block=["output"])
     output = jax.tree_util.tree_map_with_path(
@@ -193,3 +201,44 @@ def test_data_parallel_hvp_over_four_devices(tmp_path, data_dir, problem, op):
     assert data_parallel(batches, params)[0] is batches  # one device: batches unchanged
     v = jax.random.normal(jax.random.key(7), (op.dim,))
     np.testing.assert_allclose(np.load(tmp_path / "hv.npy"), op.matvec(v), rtol=1e-5, atol=1e-7)
+
+
+def test_batchnorm_state_is_an_operand_not_a_constant():
+    """A `StatefulLoss` puts the model state (BatchNorm statistics) among the operands:
+    two checkpoints with other statistics share one pure HVP, and each operator is the
+    Hessian at its own statistics (against a plain closure over them)."""
+    import flax.linen as nn
+
+    from lmc.core.evaluate import cross_entropy
+    from lmc.core.operators import StatefulLoss
+
+    class Net(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            x = nn.Dense(5)(x)
+            x = nn.BatchNorm(use_running_average=True, name="norm")(x)
+            return nn.Dense(3)(nn.relu(x))
+
+    net = Net()
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(32, 4)).astype(np.float32)
+    y = rng.integers(0, 3, 32).astype(np.int32)
+    variables = net.init(jax.random.key(0), x)
+    params = variables["params"]
+
+    def fn(p, state, x, y):
+        return cross_entropy(net.apply({"params": p, **state}, x), y)
+
+    def stats(shift):
+        return {"batch_stats": {"norm": {"mean": shift * np.ones(5, np.float32),
+                                         "var": (1 + shift) * np.ones(5, np.float32)}}}
+
+    batches = batches_of(x, y, 16)
+    ops = [HessianOperator(StatefulLoss(fn, stats(s)), params, batches) for s in (0.0, 0.5)]
+    assert ops[0].function is ops[1].function
+    for op, s in zip(ops, (0.0, 0.5), strict=True):
+        state = stats(s)
+        closure = HessianOperator(lambda p, x, y, state=state: fn(p, state, x, y), params,
+                                  batches)
+        np.testing.assert_allclose(op.dense(), closure.dense(), rtol=1e-5, atol=1e-6)
+    assert np.abs(ops[0].dense() - ops[1].dense()).max() > 1e-3

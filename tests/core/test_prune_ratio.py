@@ -2,16 +2,19 @@
 al. 2024), checked against closed forms on quadratics whose Hessian is known, against numpy
 sorting, and on constructed curves."""
 
+import contextlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.flatten_util import ravel_pytree
 
 from lmc.core import masks, prune
 from lmc.core.batching import batches_of
 from lmc.core.curvature import _rademacher
 from lmc.core.evaluate import cross_entropy
-from lmc.core.operators import HessianOperator
+from lmc.core.operators import HessianOperator, StatefulLoss
 from lmc.core.prune_ratio import (
     DEFAULT_GRID,
     EPSILONS,
@@ -20,6 +23,7 @@ from lmc.core.prune_ratio import (
     gaussian_width_ratio,
     hessian_spectrum,
     largest_safe_ratio,
+    mean_gradient,
     per_example_losses,
     predict_prune_ratio,
     removed_counts,
@@ -336,3 +340,152 @@ def test_errors(mlp):
         predict_prune_ratio(op_w, lambda p, x, y: jnp.sum(p["w"] ** 4), w)
     with pytest.raises(ConfigError, match="valid eigenvalue treatments"):
         predict_prune_ratio(op, loss_fn, scores, epsilon=1.0, eigenvalues="signed")
+
+
+# ------------------------------------------- one compilation per network shape (item 8)
+
+BACKEND_COMPILE = "/jax/core/compile/backend_compile_duration"
+
+
+@contextlib.contextmanager
+def compilations():
+    """The names of the programs XLA compiles inside the block (jax.monitoring)."""
+    names = []
+
+    def listen(event, duration, **kwargs):
+        if event == BACKEND_COMPILE:
+            name = str(kwargs.get("fun_name"))
+            names.append(name.removeprefix("jit(").removesuffix(")"))
+
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    try:
+        yield names
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listen)
+
+
+def test_a_second_checkpoint_of_the_network_reuses_every_compiled_program(mnist1d):
+    """Two checkpoints of one MLP (other initialisation, other mask, other live count,
+    the state an operand): the second prediction traces the loss not once (no HVP,
+    Lanczos, SLQ, curvature, compensation, gradient or loss program is rebuilt) and
+    compiles none of those programs; the first does."""
+    module = build_model("mlp", 10, widths=(8,))
+    f = eval_apply(module)
+    traces = []
+
+    def fn(p, state, x, y):
+        traces.append(1)  # Python runs only when JAX traces
+        return cross_entropy(f(p, state, x), y)
+
+    batches = batches_of(mnist1d.x_train[:200], mnist1d.y_train[:200], 100)
+
+    def predict(seed, density):
+        params, state = init_model(module, jax.random.key(seed), mnist1d.input_shape)
+        rng = np.random.default_rng(seed)
+        mask = jax.tree.map(lambda p: rng.random(p.shape) < density, params)
+        loss = StatefulLoss(fn, state)
+        op = HessianOperator(loss, params, batches, mask=mask,
+                             select=masks.prunable(params))
+        pred = predict_prune_ratio(op, loss, prune.scores("magnitude", params),
+                                   grid=np.arange(1, 20) / 20, lanczos_steps=12,
+                                   slq_probes=2, slq_steps=12)
+        return op, pred
+
+    with compilations() as first_names:
+        op_a, _ = predict(0, 0.8)
+    first = len(traces)
+    with compilations() as second_names:
+        op_b, pred = predict(1, 0.5)
+    assert op_a.dim != op_b.dim and op_a.function is op_b.function
+    assert first > 0 and len(traces) == first, "the second prediction traced the loss again"
+    # the HVP (matvec), Lanczos (driven: init and step "one"; or in a loop), the curvature
+    # and compensation programs ("run"), the gradient and the batch losses ("fn")
+    hvp_based = {"hvp", "lanczos", "_lanczos_init", "one", "run", "grad", "fn"}
+    assert hvp_based & set(first_names)
+    assert not hvp_based & set(second_names), second_names
+    assert len(second_names) < len(first_names) // 2
+    assert np.isfinite(pred.lambda_max) and pred.dim == op_b.dim == pred.num_prunable
+
+
+def test_masked_prediction_matches_the_restricted_dense_hessian(mlp, mnist1d):
+    """λ_max, SLQ (nodes and weights, steps = dim: the quadrature is exact per probe), the
+    radius and B curve, and D's compensated increases of a masked operator (full vectors,
+    the support an operand) against the exact float64 Hessian restricted to the live
+    coordinates with numpy, on the probes of a space of dimension dim."""
+    from .conftest import exact_hessian
+
+    op, loss_fn, params, mask = mlp
+    x, y = mnist1d.x_train[:200], mnist1d.y_train[:200]
+    live = np.flatnonzero(np.concatenate([np.ravel(m) for m in jax.tree.leaves(mask)]))
+    assert op.dim == live.size < op.size
+    full = exact_hessian(loss_fn, params, x, y)
+    h = full[np.ix_(live, live)]
+    eig, vec = np.linalg.eigh(h)
+    epsilon, probes, grid = 0.01, 3, np.arange(1, 20) / 20
+    pred = predict_prune_ratio(op, loss_fn, prune.scores("magnitude", params), grid=grid,
+                               epsilon=epsilon, lanczos_steps=op.dim, slq_probes=probes,
+                               slq_steps=op.dim)
+    spectrum = hessian_spectrum(op, lanczos_steps=op.dim, slq_probes=probes,
+                                slq_steps=op.dim)
+    assert pred.lambda_max == pytest.approx(eig.max(), rel=1e-4)
+    assert pred.dim == op.dim and pred.basis == "all"
+    # SLQ's measure is that of the restricted matrix: Σ τ θ^m = zᵀ hᵐ z / ‖z‖², no zero
+    # eigenvalues from the dead coordinates
+    z = np.asarray(_rademacher(jax.random.key(0), (probes, op.dim), jnp.float32), np.float64)
+    zu2 = (z @ vec) ** 2 / op.dim
+    scale = np.abs(eig).max()
+    for m in range(4):
+        np.testing.assert_allclose(np.sum(spectrum.weights * spectrum.nodes ** m, axis=1),
+                                   zu2 @ eig ** m, rtol=1e-3, atol=1e-4 * scale ** m)
+    for r, p in zip(pred.radius, pred.p_theory, strict=True):
+        fl = 2 * epsilon / (2 * epsilon + np.abs(eig) * r ** 2)
+        assert p == pytest.approx(np.mean(zu2 @ fl), rel=1e-3)
+    assert spectrum.trace == pytest.approx(np.mean(np.sum((z @ h) * z, axis=1)), rel=1e-3)
+    # B: magnitude order over the live kernels, Δ = −w on the removed ones
+    flat = np.concatenate([np.ravel(np.asarray(p, np.float64))
+                           for p in jax.tree.leaves(params)])
+    kernel = np.concatenate([np.full(np.size(p), k) for p, k in
+                             zip(jax.tree.leaves(params),
+                                 jax.tree.leaves(masks.prunable(params)), strict=True)])
+    eligible = live[kernel[live]]
+    order = eligible[np.argsort(np.abs(flat[eligible]), kind="stable")]
+    assert pred.num_prunable == order.size
+    curvature = []
+    for k in pred.removed:
+        delta = np.zeros_like(flat)
+        delta[order[:k]] = -flat[order[:k]]
+        curvature.append(delta @ full @ delta)
+    np.testing.assert_allclose(pred.radius, [np.linalg.norm(flat[order[:k]])
+                                             for k in pred.removed], rtol=1e-6)
+    np.testing.assert_allclose(pred.curvature, curvature, rtol=2e-3,
+                               atol=1e-4 * np.max(np.abs(curvature)))
+    # D: the compensated increase of every count the bisection probed, by a dense solve on
+    # K = the live coordinates not removed (the dead ones never move)
+    from lmc.core.compensation import compensated_safe_ratio, default_damping
+
+    with jax.enable_x64(True):
+        flat_p, unravel = ravel_pytree(jax.tree.map(lambda a: jnp.asarray(a, jnp.float64),
+                                                    params))
+        g = np.asarray(jax.grad(lambda w: loss_fn(unravel(w), jnp.asarray(x, jnp.float64),
+                                                  y))(flat_p))
+    damping = default_damping(max(pred.lambda_max, float(np.max(np.abs(spectrum.nodes)))))
+    grad = op.from_tree(mean_gradient(loss_fn, op.params, op.batches, op.policy))
+    d = compensated_safe_ratio(op, grad, op.from_tree(op.params), order, epsilon,
+                               damping=damping, tol=1e-3)
+    assert pred.safe.compensated.ratio == d.ratio
+    # at initialisation H is indefinite: against the dense solve, damp past |λ_min| and
+    # converge CG tightly (the default damping's CG is D's approximation, not the system)
+    damping = max(damping, 2 * -eig[0])
+    d = compensated_safe_ratio(op, grad, op.from_tree(op.params), order, epsilon,
+                               damping=damping, tol=1e-3, maxiter=300, cg_tol=1e-6)
+    assert len(d.evaluations) > 3
+    for _, comp in d.evaluations:
+        removed = order[:comp.removed]
+        kept = np.setdiff1d(live, removed)
+        delta = np.zeros_like(flat)
+        delta[removed] = -flat[removed]
+        b = (full @ delta + g)[kept]
+        step = np.linalg.solve(full[np.ix_(kept, kept)] + damping * np.eye(kept.size), -b)
+        want = (g @ delta + 0.5 * delta @ full @ delta + b @ step
+                + 0.5 * step @ full[np.ix_(kept, kept)] @ step)
+        assert comp.increase == pytest.approx(want, rel=2e-3, abs=1e-5)

@@ -83,6 +83,13 @@ def test_prunable_hessian_of_a_checkpoint_has_the_prunable_dimension(narrow_run,
     assert everything.dim == sum(p.size for p in jax.tree.leaves(params))
     assert kernels.dim == masks.count_alive(mask) < everything.dim
     assert trunk.dim == masks.count_alive(mask, ("output",)) < kernels.dim
+    # one pure HVP per network, whatever the selection or the opening: the compiled
+    # curvature programs are shared between checkpoints (the state is an operand)
+    again = open_checkpoint(narrow_run.checkpoint_path(100), dataset=mnist1d)
+    assert again.loss_fn().fn is opened.loss_fn().fn
+    assert (everything.function is kernels.function is trunk.function
+            is again.hessian(examples=100, batch_size=100, prunable_only=True).function)
+    assert everything.size == kernels.size == trunk.size == everything.dim
     with pytest.raises(ConfigError, match="only with prunable_only"):
         opened.hessian(examples=100, keep_dense=("output",))
 
