@@ -106,12 +106,12 @@ class Outcome:
     density: float
     test_accuracy: float
     train_loss: float
-    barrier_chord: float | None  # test error, chord definition
-    barrier_mean: float | None  # test error, mean definition
-    floor: float | None  # ½|E(0) − E(1)| of the test error
-    train_loss_barrier: float | None  # chord definition
+    barrier_chord: float  # test error, chord definition
+    barrier_mean: float  # test error, mean definition
+    floor: float  # ½|E(0) − E(1)| of the test error
+    train_loss_barrier: float  # chord definition
     passed: bool
-    run_id: str | None = None
+    run_id: str | None = None  # the retrained run (variant "rewind"; "local" keeps no run)
 
 
 @dataclasses.dataclass

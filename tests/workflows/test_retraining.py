@@ -106,3 +106,13 @@ def test_probe_is_deterministic_and_uses_the_first_failure(level1):
     assert probe.pruned_loss[-1] > probe.pruned_loss[0]
     with pytest.raises(ConfigError, match="epsilon"):
         probe_safe_ratio(level1, epsilon=0.0, grid=grid, steps=5)
+
+
+def test_the_local_variant_retrains_from_the_projection(imp, level1):
+    measured = measured_safe_ratio(level1, dense_test_accuracy=imp.dense_test_accuracy,
+                                   tolerance=0.05, threshold=0.05, variant="local",
+                                   local_steps=10, bisection_tol=1 / 4, alphas=3)
+    assert measured.variant == "local" and measured.steps == 10
+    assert 1 <= len(measured.outcomes) <= 2 and all(o.run_id is None for o in measured.outcomes)
+    with pytest.raises(ConfigError, match="valid ground-truth variants"):
+        measured_safe_ratio(level1, dense_test_accuracy=0.5, tolerance=0.05, variant="x")
