@@ -215,6 +215,9 @@ def test_interpolate_with_repair(trained_run, other_run, mnist1d, data_dir, tmp_
     assert "after alignment and REPAIR" in capsys.readouterr().out
 
 
+# 15 s (a ResNet-20 trained one step on CPU); the core tests of `resnet_activations` check
+# the same recovery on the network itself, so CI leaves this one to `pytest -m slow`.
+@pytest.mark.slow
 def test_activation_matching_of_resnet_checkpoints(tmp_path, mock_cifar10):
     """ResNet-20 on tfds mock CIFAR-10 (one step): a permuted copy aligns back exactly, and
     B aligned to another checkpoint computes what B computes (BatchNorm state permuted)."""

@@ -19,7 +19,7 @@ from lmc.workflows.retraining import (
 
 from ..conftest import TINY_MLP
 
-CONFIG = TINY_MLP.replace(duration="120it")
+CONFIG = TINY_MLP.replace(duration="80it")
 REWIND = 20
 
 
