@@ -129,7 +129,7 @@ def plot(path: Path) -> list[Path]:
     import matplotlib as mpl
     from matplotlib.figure import Figure
 
-    from lmc.plots.style import BLUE, DPI, GREEN, STYLE, VERMILLION
+    from lmc.plots.style import BLUE, GREEN, STYLE, VERMILLION
 
     record = json.loads(path.read_text())
     widths = [row["width"] for row in record["widths"]]
@@ -172,12 +172,7 @@ def plot(path: Path) -> list[Path]:
         fig.suptitle(f"{record['description']} on MNIST-1D, {record['steps']} it, "
                      f"{record['pairs']} seed pairs (lines: mean, shaded: 95% t-interval, "
                      f"x: pairs)")
-    written = []
-    for ext in ("png", "pdf"):
-        out = path.with_suffix(f".{ext}")
-        fig.savefig(out, dpi=DPI)
-        written.append(out)
-    return written
+    return lmc.save_figure(fig, path.with_suffix(""))
 
 
 def tables(path: Path) -> str:

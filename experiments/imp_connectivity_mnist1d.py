@@ -55,7 +55,7 @@ def plot(path: Path) -> list[Path]:
     from matplotlib.figure import Figure
     from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
-    from lmc.plots.style import BLUE, DPI, ORANGE, STYLE
+    from lmc.plots.style import BLUE, ORANGE, STYLE
 
     record = json.loads(path.read_text())
     with mpl.rc_context(STYLE):
@@ -107,12 +107,7 @@ def plot(path: Path) -> list[Path]:
                      f"{t['matching_not_connected']}, connected only "
                      f"{t['not_matching_connected']}, neither "
                      f"{t['not_matching_not_connected']}")
-    written = []
-    for ext in ("png", "pdf"):
-        out = path.with_suffix(f".{ext}")
-        fig.savefig(out, dpi=DPI)
-        written.append(out)
-    return written
+    return lmc.save_figure(fig, path.with_suffix(""))
 
 
 def main() -> None:

@@ -42,7 +42,8 @@ from scipy import stats
 
 from lmc.constants import STABILITY_THRESHOLD
 from lmc.files import write_json
-from lmc.plots.style import BLUE, DPI, GREEN, GREY, STYLE, VERMILLION, step_axis
+from lmc.plots import save_figure
+from lmc.plots.style import BLUE, GREEN, GREY, STYLE, VERMILLION, step_axis
 from lmc.training.runs import Run, RunSpec
 from lmc.workflows.instability import instability_analysis
 from lmc.workflows.interpolation import interpolate_checkpoints
@@ -269,12 +270,7 @@ def plot(path: Path) -> list[Path]:
                      "Ainsworth et al. 2022)\nbarrier between children spawned at k: mean "
                      f"over {data['replicates']} parents with 95% t-interval (faint: every "
                      "pair); right of each panel: independent seeds, on their own scale")
-        written = []
-        for suffix in (".png", ".pdf"):
-            out = path.with_suffix(suffix)
-            fig.savefig(out, dpi=DPI)
-            written.append(out)
-    return written
+    return save_figure(fig, path.with_suffix(""))
 
 
 def main() -> None:

@@ -224,7 +224,7 @@ def plot(path: Path) -> list[Path]:
     from matplotlib.figure import Figure
     from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
-    from lmc.plots.style import DPI, STYLE
+    from lmc.plots.style import STYLE
 
     record = json.loads(path.read_text())
     seeds = record["seeds"]
@@ -286,12 +286,7 @@ def plot(path: Path) -> list[Path]:
         fig.suptitle(f"{record['setting']} on MNIST-1D, {len(seeds)} seeds; matching tolerance "
                      f"τ = {100 * record['tolerance']:.2g} pts (2 × seed std of the dense "
                      f"accuracy); MAE over seeds 1-2")
-    written = []
-    for ext in ("png", "pdf"):
-        out = path.with_suffix(f".{ext}")
-        fig.savefig(out, dpi=DPI)
-        written.append(out)
-    return written
+    return lmc.save_figure(fig, path.with_suffix(""))
 
 
 def main() -> None:
