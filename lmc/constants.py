@@ -7,3 +7,9 @@ STABILITY_THRESHOLD = 0.02
 # A pruned network is matching when its test accuracy is at least the dense one minus
 # this (1 point; Frankle et al. use 0.2 points on larger test sets).
 MATCHING_TOLERANCE = 0.01
+
+# An example is connected in loss when its chord loss barrier along a path is below this
+# (nats): small beside the loss of a confident mistake (ln 10 ≈ 2.3 at chance on ten
+# classes). lmc's choice, not a value from Paul, Larsen et al. 2022; callers may pass
+# their own.
+EXAMPLE_LOSS_THRESHOLD = 0.1

@@ -169,7 +169,8 @@ def test_every_command_has_help_without_outside_references(capsys):
     parser = build_parser()
     commands = parser._subparsers._group_actions[0].choices
     assert list(commands) == ["train", "demo", "interpolate", "align", "spawn", "instability",
-                              "imp", "prune-ratio", "sharpness", "plot", "list"]
+                              "imp", "prune-ratio", "sharpness", "scores", "plot",
+                              "list"]
     for name, sub in commands.items():
         text = sub.format_help()
         assert "SPEC" not in text, name

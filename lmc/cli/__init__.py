@@ -18,6 +18,7 @@ from lmc.cli import (
     listing,
     plot,
     prune_ratio,
+    scores,
     sharpness,
     spawn,
     train,
@@ -61,7 +62,7 @@ NO_CACHE_HELP = ("do not keep compiled programs in $LMC_CACHE_DIR/jax_cache (def
 
 # In the order of `lmc --help`.
 COMMANDS = (train, demo, interpolate, align, spawn, instability, imp, prune_ratio, sharpness,
-            plot, listing)
+            scores, plot, listing)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -112,6 +112,13 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, help="seed of every stream not given its own")
     for stream in STREAMS:
         g.add_argument(f"--{stream}-seed", type=int, help=f"seed of the {stream} stream")
+    g.add_argument("--subset", metavar="END:KEEP:SCORE:FILE",
+                   help="train on part of the training set (Paul et al. 2021's data diet): "
+                   "the fraction KEEP in (0, 1] with the highest (END hardest) or lowest "
+                   "(easiest) SCORE, el2n or grand, of a scores file of `lmc scores`, e.g. "
+                   "hardest:0.5:el2n:scores.npz; or random:KEEP, a random subset drawn from "
+                   "the data seed. Epochs are passes over the kept examples. The run id "
+                   "names the scores by content, not by the file's path")
     r = p.add_argument_group("run")
     r.add_argument("--save-at", type=csv, default=[], metavar="STEPS",
                    help="extra checkpoint steps, e.g. 0it,50it,100it,500it")

@@ -19,7 +19,8 @@ from lmc.core.prune import CRITERIA
 from lmc.errors import ConfigError
 from lmc.workflows.imp import ImpSettings, baselines, run_imp
 from lmc.workflows.prune_ratio import ADAPTIVE_ESTIMATORS, PROBE, AdaptiveFraction
-from lmc.workflows.records import ImpRecord
+from lmc.workflows.records import ImpRecord, ImpReplicatesRecord
+from lmc.workflows.replicates import bounds, replicate_imp, seed_range
 
 LEVELS = 10  # default length of a fixed-ratio schedule
 ADAPTIVE_LEVELS = 30  # default cap of an adaptive (--ratio auto) schedule
@@ -70,9 +71,15 @@ def add_parser(subparsers) -> None:
                    help="top-level parameter names never pruned, e.g. output")
     p.add_argument("--baselines", type=csv, default=[], metavar="METHODS",
                    help=f"also run: {', '.join(baselines())} (comma-separated)")
-    p.add_argument("--tolerance", type=float, default=MATCHING_TOLERANCE,
+    p.add_argument("--tolerance", type=float,
                    help=f"matching: test accuracy at least dense minus this (default "
-                   f"{MATCHING_TOLERANCE:g})")
+                   f"{MATCHING_TOLERANCE:g}; with --seeds, 2 × the seeds' std of the dense "
+                   "accuracy)")
+    p.add_argument("--seeds", type=int, default=1, metavar="N",
+                   help="replicates: run IMP for the seeds seed, seed+1, ..., seed+N-1 (a "
+                   "count, not a list; finished runs are reused) and report every level as "
+                   "the mean over seeds with a 95%% Student-t interval, n and every seed "
+                   "(default 1: one run)")
     p.add_argument("--no-barriers", action="store_true",
                    help="skip the error barrier between successive levels")
     add_interpolation_arguments(p, alphas=ImpSettings.alphas)
@@ -106,6 +113,55 @@ def print_imp(record: ImpRecord) -> None:
               f"{record.summary['imp']['levels']} levels")
 
 
+# barrier key -> column heading: the definitions printed side by side
+BARRIER_COLUMNS = {"error_chord": "chord", "error": "mean", "floor": "floor ½|ΔE|"}
+
+
+def format_estimate(est: dict, scale: float = 100) -> str:
+    """An estimate over seeds as "mean [low, high]" (times `scale`, two decimals); the mean
+    alone for one seed."""
+    if est.get("interval") is None:
+        return f"{scale * est['mean']:.2f}"
+    low, high = bounds(est)
+    return f"{scale * est['mean']:.2f} [{scale * low:.2f}, {scale * high:.2f}]"
+
+
+def print_imp_replicates(record: ImpReplicatesRecord) -> None:
+    tol, dense = record.tolerance, record.dense_test_accuracy
+    how = (f"{tol['factor']:g} × the seeds' std {100 * tol['dense_std']:.2f} pts of the dense "
+           f"accuracy, n = {tol['n']}" if tol["source"] == "measured" else "given")
+    print(f"{len(record.seeds)} seeds ({', '.join(map(str, record.seeds))}), mean "
+          f"[{100 * record.confidence:g}% Student-t interval]; rewind to step "
+          f"{record.rewind_step}")
+    print(f"dense test accuracy (%) {format_estimate(dense)}, n = {dense['n']}; matching: "
+          f"seed mean within {100 * tol['value']:.2f} pts of the dense mean ({how})")
+    print(f"  {'method':8} {'level':>5} {'weights left':>12}  {'test acc (%)':>24} {'n':>3}")
+    for method, levels in record.methods.items():
+        for lv in levels[1:]:
+            acc = lv["test_accuracy"]
+            print(f"  {method:8} {lv['level']:>5} {lv['density']:>12.2%}  "
+                  f"{format_estimate(acc):>24} {acc['n']:>3}"
+                  f"{'' if lv['matching'] else '  not matching'}")
+    successive = [lv for lv in record.methods.get("imp", []) if lv.get("successive_barrier")]
+    if successive:
+        print("  IMP successive-level test error barriers (pts)")
+        keys = [k for k in BARRIER_COLUMNS
+                if all(k in lv["successive_barrier"] for lv in successive)]
+        print(f"  {'level':>5} {'weights left':>12}  "
+              + "  ".join(f"{BARRIER_COLUMNS[k]:>22}" for k in keys) + f" {'n':>3}")
+        for lv in successive:
+            b = lv["successive_barrier"]
+            print(f"  {lv['level']:>5} {lv['density']:>12.2%}  "
+                  + "  ".join(f"{format_estimate(b[k]):>22}" for k in keys)
+                  + f" {b[keys[0]]['n']:>3}")
+    for method, summary in record.summary.items():
+        per_seed = ", ".join(
+            f"{p['seed']}: {p['min_matching_density']:.2%}" for p in summary["per_seed"])
+        print(f"  {method}: sparsest matching density of the seed mean "
+              f"{summary['min_matching_density']:.2%} (level {summary['min_matching_level']});"
+              f" per seed {per_seed}")
+
+
 def adaptive_fractions(record: ImpRecord) -> str:
     """The fractions an adaptive schedule pruned, e.g. 74%, 41%, 42%."""
     return ", ".join(f"{100 * p['fraction']:.0f}%" for p in record.adaptive_predictions)
@@ -128,12 +184,24 @@ def run(args: argparse.Namespace) -> None:
                               f"{args.fraction!r}") from None
     if levels is None and args.target_density is None:
         levels = LEVELS
-    record = run_imp(config, levels=levels, target_density=args.target_density,
-                     fraction=fraction, rewind=args.rewind, criterion=args.criterion,
-                     keep_dense=args.keep_dense, baselines=args.baselines,
-                     successive_barriers=not args.no_barriers, tolerance=args.tolerance,
-                     alphas=args.alphas, root=args.runs, progress=args.progress,
-                     data_dir=args.data_dir)
-    print_imp(record)
-    # The default path hashes the arguments with the number of levels that ran.
-    write_result(record, args, arguments(args, levels=levels))
+    tolerance = MATCHING_TOLERANCE if args.tolerance is None else args.tolerance
+    settings = ImpSettings(levels=levels, target_density=args.target_density,
+                           fraction=fraction, rewind=args.rewind, criterion=args.criterion,
+                           keep_dense=args.keep_dense, baselines=args.baselines,
+                           successive_barriers=not args.no_barriers, tolerance=tolerance,
+                           alphas=args.alphas)
+    # The default path hashes the arguments with the number of levels that ran (and, for
+    # one seed, without --seeds: the path of a single run is as before the flag existed).
+    identity = arguments(args, levels=levels)
+    if args.seeds == 1:
+        record = run_imp(config, settings, root=args.runs, progress=args.progress,
+                         data_dir=args.data_dir)
+        print_imp(record)
+        identity["tolerance"] = tolerance
+        del identity["seeds"]
+    else:
+        record = replicate_imp(config, settings, seed_range(config, args.seeds),
+                               tolerance=args.tolerance, root=args.runs,
+                               progress=args.progress, data_dir=args.data_dir)
+        print_imp_replicates(record)
+    write_result(record, args, identity)

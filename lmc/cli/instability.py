@@ -7,15 +7,18 @@ import argparse
 from lmc.cli._common import (
     add_interpolation_arguments,
     add_train_arguments,
+    arguments,
     check_names,
     config_from_args,
     csv,
     write_result,
 )
+from lmc.cli.imp import BARRIER_COLUMNS, format_estimate
 from lmc.constants import STABILITY_THRESHOLD
 from lmc.workflows.alignment import METHODS as ALIGN_METHODS
 from lmc.workflows.instability import instability_analysis
-from lmc.workflows.records import InstabilityRecord
+from lmc.workflows.records import InstabilityRecord, InstabilityReplicatesRecord
+from lmc.workflows.replicates import replicate_instability, seed_range
 
 
 def add_parser(subparsers) -> None:
@@ -29,7 +32,13 @@ def add_parser(subparsers) -> None:
                    help="e.g. 0it,25it,100it,500it,2ep")
     p.add_argument("--children", type=int, default=2, help="children per parent (default 2)")
     p.add_argument("--replicates", type=int, default=1,
-                   help="parents with seeds seed, seed+1, ... (default 1)")
+                   help="parents with seeds seed, seed+1, ..., pooled into one estimate "
+                   "(default 1)")
+    p.add_argument("--seeds", type=int, default=1, metavar="N",
+                   help="replicates: the whole analysis for the seeds seed, seed+1, ..., "
+                   "seed+N-1 (a count, not a list; one parent each, finished runs reused), "
+                   "every spawn step reported as the mean over seeds with a 95%% Student-t "
+                   "interval, n and every seed (default 1: one analysis)")
     p.add_argument("--threshold", type=float, default=STABILITY_THRESHOLD,
                    help=f"stability threshold on the error barrier (default "
                    f"{STABILITY_THRESHOLD:g})")
@@ -60,12 +69,44 @@ def print_instability(record: InstabilityRecord) -> None:
               f"{100 * aligned['std']:.2f} pts  {stable_aligned}")
 
 
+def print_instability_replicates(record: InstabilityReplicatesRecord) -> None:
+    dense = record.dense_test_accuracy
+    print(f"{len(record.seeds)} seeds ({', '.join(map(str, record.seeds))}) × "
+          f"{record.children} children, mean [{100 * record.confidence:g}% Student-t "
+          f"interval]; dense test accuracy (%) {format_estimate(dense)}, n = {dense['n']}")
+    print(f"  instability = test error barrier between children (pts; stable below "
+          f"{100 * record.threshold:g} pts by the mean definition)")
+    aligned = all("aligned_barrier" in p for p in record.points)
+    names = BARRIER_COLUMNS
+    header = "  ".join(f"{n:>22}" for n in names.values())
+    if aligned:
+        header += f"  {'mean, ' + str(record.align) + '-aligned':>22}"
+    print(f"  {'k':>8}  {header} {'n':>3}")
+    for point in record.points:
+        b = point["barrier"]
+        line = f"  {point['step']:>8}  " + "  ".join(
+            f"{format_estimate(b[k]):>22}" for k in names)
+        if aligned:
+            line += f"  {format_estimate(point['aligned_barrier']['error']):>22}"
+        stable = "stable" if b["error"]["mean"] < record.threshold else "unstable"
+        print(f"{line} {b['error']['n']:>3}  {stable}")
+
+
 def run(args: argparse.Namespace) -> None:
     config = config_from_args(args)
     check_names(config)
-    record = instability_analysis(
-        config, args.spawn_steps, children=args.children, replicates=args.replicates,
-        root=args.runs, alphas=args.alphas, threshold=args.threshold, progress=args.progress,
-        data_dir=args.data_dir, align=args.align)
-    print_instability(record)
-    write_result(record, args)
+    options = {"children": args.children, "root": args.runs, "alphas": args.alphas,
+               "threshold": args.threshold, "progress": args.progress,
+               "data_dir": args.data_dir, "align": args.align}
+    identity = arguments(args)
+    if args.seeds == 1:
+        record = instability_analysis(config, args.spawn_steps, replicates=args.replicates,
+                                      **options)
+        print_instability(record)
+        del identity["seeds"]  # the path of a single analysis is as before --seeds existed
+    else:
+        record = replicate_instability(config, args.spawn_steps,
+                                       seed_range(config, args.seeds),
+                                       replicates=args.replicates, **options)
+        print_instability_replicates(record)
+    write_result(record, args, identity)

@@ -11,10 +11,12 @@ from lmc.cli._common import (
     add_model_arguments,
     csv,
     model_arguments,
+    result_path,
     write_result,
 )
+from lmc.constants import EXAMPLE_LOSS_THRESHOLD
 from lmc.workflows.alignment import METHODS
-from lmc.workflows.interpolation import interpolate_checkpoints
+from lmc.workflows.interpolation import interpolate_checkpoints, save_per_example_arrays
 from lmc.workflows.records import InterpolationRecord
 
 
@@ -39,6 +41,15 @@ def add_parser(subparsers) -> None:
     p.add_argument("--repair", action="store_true",
                    help="with --align, networks without BatchNorm: also REPAIR every "
                    "interpolated network (Jordan et al. 2023)")
+    p.add_argument("--per-example", action="store_true",
+                   help="also the fractions of examples the path connects: loss barrier "
+                   "below the threshold, zero error barrier (Paul, Larsen et al. 2022)")
+    p.add_argument("--per-example-threshold", type=float, metavar="NATS",
+                   help="per-example loss barrier below which an example is connected "
+                   f"(default {EXAMPLE_LOSS_THRESHOLD:g}; implies --per-example)")
+    p.add_argument("--per-example-arrays", action="store_true",
+                   help="also write every example's loss, correctness and barriers to an "
+                   ".npz beside the JSON (implies --per-example)")
     add_model_arguments(p)
     add_data_dir(p)
     p.set_defaults(func=run)
@@ -71,6 +82,11 @@ def print_interpolation(record: InterpolationRecord) -> None:
             print(f"after alignment and REPAIR (statistics on {aligned['repaired']['examples']} "
                   "training examples)")
             print_barrier_table(record, aligned["repaired"]["barriers"])
+    if record.per_example is not None:
+        print("per-example: " + "; ".join(
+            f"{split} {100 * f['loss_connected']:.1f}% connected in loss (barrier < "
+            f"{f['loss_threshold']:g}), {100 * f['error_connected']:.1f}% in error (barrier 0)"
+            for split, f in record.per_example.items()))
     for row in record.layerwise or []:
         split = "test" if "test" in row["only"] else "train"
         print(f"  {row['block']:<20} {split} error barrier: only this block moves "
@@ -78,10 +94,23 @@ def print_interpolation(record: InterpolationRecord) -> None:
               f"{100 * row['all_but'][split]['error']:6.2f} pts")
 
 
+def per_example_path(json_path: Path) -> Path:
+    """The .npz of per-example arrays beside a result JSON: <name>.per_example.npz."""
+    return json_path.with_name(f"{json_path.stem}.per_example.npz")
+
+
 def run(args: argparse.Namespace) -> None:
+    threshold = args.per_example_threshold
+    per_example = args.per_example or args.per_example_arrays or threshold is not None
     record = interpolate_checkpoints(
         args.a, args.b, alphas=args.alphas, splits=tuple(args.splits), bn=args.bn,
         max_examples=args.max_examples, layerwise=args.layerwise, data_dir=args.data_dir,
-        align=args.align, repair=args.repair, **model_arguments(args))
+        align=args.align, repair=args.repair, per_example=per_example,
+        example_loss_threshold=EXAMPLE_LOSS_THRESHOLD if threshold is None else threshold,
+        **model_arguments(args))
     print_interpolation(record)
     write_result(record, args)
+    if args.per_example_arrays:
+        written = save_per_example_arrays(
+            record, per_example_path(result_path(args.out, record.kind, args)))
+        print(f"arrays     {written}")

@@ -36,7 +36,8 @@ def run_and_step(path: Path, step: str | None) -> tuple[Run, int]:
     if step is None:
         raise ConfigError("give --step when spawning from a run directory")
     meta = parent.load(None).meta["data"]
-    spe = steps_per_epoch(meta["num_train"], parent.spec.config.batch_size)
+    config = parent.spec.config
+    spe = steps_per_epoch(config.examples_per_epoch(meta["num_train"]), config.batch_size)
     return parent, Duration.parse(step).steps(spe)
 
 

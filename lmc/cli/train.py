@@ -38,6 +38,8 @@ def run(args: argparse.Namespace) -> None:
     config = config_from_args(args)
     check_names(config)
     spec = RunSpec(config)
+    if config.subset is not None:
+        print(f"subset     {config.subset}")
     print_reuse(spec, args.runs)
     trained = train_run(spec, args.runs, save_at=args.save_at, eval_every=args.eval_every,
                         progress=args.progress, data_dir=args.data_dir)

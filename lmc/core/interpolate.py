@@ -2,8 +2,10 @@
 
 `w(α) = (1 − α)·w_a + α·w_b` on a grid of α including both ends (Frankle et al. 2020;
 Ainsworth et al. 2022). The α of a chunk are evaluated in one vmapped program, or one by
-one, as the execution policy says. Works on any apply function and parameter pytrees, not
-only lmc's models.
+one, as the execution policy says. The same pass can keep every example's loss and
+correctness along the path, whose barriers say which examples the path connects (per-example
+linear mode connectivity, Paul, Larsen et al. 2022). Works on any apply function and
+parameter pytrees, not only lmc's models.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lmc.constants import EXAMPLE_LOSS_THRESHOLD
 from lmc.core.evaluate import ApplyFn, Evaluator
 from lmc.core.policy import ExecutionPolicy, default_policy
 from lmc.errors import ConfigError, check_name
@@ -22,6 +25,11 @@ from lmc.errors import ConfigError, check_name
 BARRIERS = ("mean", "chord", "midpoint")
 BN_MODES = ("reset", "interpolate")
 METRICS = ("loss", "error")
+EXAMPLE_KEYS = ("example_loss", "example_correct")  # per example, from curves(per_example=True)
+
+# Error barriers of single examples are 0 or at least the grid spacing; this absorbs the
+# float rounding of the chord (1 − α)·1 + α·1.
+_ZERO_BARRIER = 1e-9
 
 TrainApplyFn = Callable[[Any, Any, jax.Array], Any]  # (params, state, x) -> new state, train mode
 
@@ -70,23 +78,30 @@ def lerp(a: Any, b: Any, alpha: jax.Array, moving: Any = None) -> Any:
         moving, a, b)
 
 
-def barriers(values: Any, alphas: Any) -> dict[str, float]:
+def barriers(values: Any, alphas: Any) -> dict[str, Any]:
     """The three barrier definitions of a curve `f(α)` on a grid including 0 and 1.
 
     mean: max f − ½(f(0) + f(1)) (Frankle et al. 2020; Ainsworth et al. 2022);
     chord: max [f(α) − ((1 − α)f(0) + αf(1))] (Entezari et al. 2022);
     midpoint: f(½) − ½(f(0) + f(1)) (Entezari et al.'s code); f(½) is read off the grid,
     linearly interpolated between its neighbours if ½ is not a grid point.
+
+    `values` of shape (num_alphas,) give floats; of shape (num_alphas, ...), one curve per
+    trailing index (e.g. per example), arrays of the trailing shape.
     """
     f, a = np.asarray(values, np.float64), np.asarray(alphas, np.float64)
-    if a.ndim != 1 or a.shape != f.shape or a[0] != 0 or a[-1] != 1 or np.any(np.diff(a) <= 0):
+    if a.ndim != 1 or f.shape[:1] != a.shape or a[0] != 0 or a[-1] != 1 or np.any(np.diff(a) <= 0):
         raise ConfigError("barriers need an increasing grid of alphas from 0 to 1, one per value")
+    column = a.reshape(-1, *[1] * (f.ndim - 1))
     ends = 0.5 * (f[0] + f[-1])
-    return {
-        "mean": float(f.max() - ends),
-        "chord": float(np.max(f - ((1 - a) * f[0] + a * f[-1]))),
-        "midpoint": float(np.interp(0.5, a, f) - ends),
+    # f(½) is linear in f: the weights of the grid points are np.interp of the unit vectors
+    half = np.array([np.interp(0.5, a, unit) for unit in np.eye(len(a))])
+    out = {
+        "mean": f.max(0) - ends,
+        "chord": np.max(f - ((1 - column) * f[0] + column * f[-1]), 0),
+        "midpoint": np.tensordot(half, f, axes=1) - ends,
     }
+    return {k: float(v) for k, v in out.items()} if f.ndim == 1 else out
 
 
 class PathEvaluator:
@@ -126,8 +141,9 @@ class PathEvaluator:
             return train_apply(lerp(a, b, alpha, moving), zero, x)
 
         vmap = (lambda f, axes: jax.vmap(f, in_axes=axes)) if vectorize else (lambda f, _: f)
-        self._evaluate = Evaluator(lerp_apply, batch_size,
-                                   network_axes=((None, None, 0), 0) if vectorize else None)
+        axes = ((None, None, 0), 0) if vectorize else None
+        self._evaluate = {per_example: Evaluator(lerp_apply, batch_size, axes, per_example)
+                          for per_example in (False, True)}
         self._lerp_state = jax.jit(vmap(lambda sa, sb, al: lerp(sa, sb, al), (None, None, 0)))
         if train_apply is not None:
             self._reset_sum = jax.jit(vmap(reset_sum, (None, None, 0, None, None)))
@@ -143,11 +159,14 @@ class PathEvaluator:
         state_b: Any = None,
         alphas: Any = 25,
         bn_batches: jax.Array | None = None,
+        per_example: bool = False,
     ) -> dict[str, dict[str, np.ndarray]]:
         """{split: {"loss": array over α, "error": array over α}} for each data split.
 
         `bn_batches`, shape (num_batches, batch, ...), are the training inputs on which
-        `bn="reset"` re-estimates the statistics.
+        `bn="reset"` re-estimates the statistics. `per_example` adds, from the same
+        evaluation, every example's loss ("example_loss", float32) and correctness
+        ("example_correct", bool), both of shape (num_alphas, num_examples).
         """
         check_same_structure(params_a, params_b)
         state_a = {} if state_a is None else state_a
@@ -160,7 +179,8 @@ class PathEvaluator:
         chunk = (self.chunk_size or len(alphas)) if self.vectorize else 1
         reset = has_state and self.bn == "reset"
         decay = self._bn_decay(params_a, state_a, bn_batches[0]) if reset else None
-        out = {split: {"loss": [], "error": []} for split in data}
+        keys = METRICS + (EXAMPLE_KEYS if per_example else ())
+        out = {split: {k: [] for k in keys} for split in data}
         for start in range(0, len(alphas), chunk):
             al = jnp.asarray(alphas[start : start + chunk], jnp.float32)
             al = al if self.vectorize else al[0]
@@ -169,9 +189,10 @@ class PathEvaluator:
             else:
                 states = self._lerp_state(state_a, state_b, al)
             for split, (x, y) in data.items():
-                m = self._evaluate((params_a, params_b, al), states, x, y)
-                out[split]["loss"].append(np.atleast_1d(m["loss"]))
-                out[split]["error"].append(np.atleast_1d(m["error"]))
+                m = self._evaluate[per_example]((params_a, params_b, al), states, x, y)
+                for k in keys:  # a chunk of α when vmapped, else one α
+                    values = np.asarray(m[k])
+                    out[split][k].append(values if self.vectorize else values[None])
         return {split: {k: np.concatenate(v) for k, v in metrics.items()}
                 for split, metrics in out.items()}
 
@@ -193,11 +214,40 @@ class PathEvaluator:
         return jax.tree.map(lambda t, m: t / (n * (1 - m)), total, decay)
 
 
+def example_barriers(example_loss: Any, example_correct: Any, alphas: Any
+                     ) -> dict[str, np.ndarray]:
+    """Every example's chord barriers of loss and of 0-1 error, shape (num_examples,).
+
+    `example_loss` and `example_correct` have shape (num_alphas, num_examples)
+    (`PathEvaluator.curves(per_example=True)`). An example's error barrier is 0 when it is
+    never worse along the path than the chord between its ends: correct at every α if it
+    is correct at both ends, never wrong before α = 1 if only B gets it right, always if
+    neither end gets it right.
+    """
+    error = 1.0 - np.asarray(example_correct, np.float64)
+    return {"loss": barriers(example_loss, alphas)["chord"],
+            "error": barriers(error, alphas)["chord"]}
+
+
+def connected_fractions(example_barriers: Mapping[str, Any],
+                        loss_threshold: float = EXAMPLE_LOSS_THRESHOLD) -> dict[str, Any]:
+    """The fractions of examples the path connects, as JSON: "loss_connected", those whose
+    loss barrier is below `loss_threshold` (nats, default `EXAMPLE_LOSS_THRESHOLD`), and
+    "error_connected", those whose error barrier is 0 (`example_barriers`' arrays)."""
+    if not loss_threshold > 0:  # chord barriers are ≥ 0: no example is below 0
+        raise ConfigError(f"the per-example loss threshold must be positive, got {loss_threshold}")
+    loss, error = np.asarray(example_barriers["loss"]), np.asarray(example_barriers["error"])
+    return {"examples": int(loss.size), "loss_threshold": float(loss_threshold),
+            "loss_connected": float(np.mean(loss < loss_threshold)),
+            "error_connected": float(np.mean(error <= _ZERO_BARRIER))}
+
+
 def interpolation_record(curves: Mapping[str, Mapping[str, Any]], alphas: Any) -> dict:
-    """Curves and all barriers (every definition, loss and error, every split) as JSON."""
+    """Curves and all barriers (every definition, loss and error, every split) as JSON;
+    per-example arrays in `curves` are left out."""
     alphas = np.asarray(alphas, float)
     return {
         "alphas": alphas.tolist(),
-        "curves": {s: {k: np.asarray(v).tolist() for k, v in c.items()} for s, c in curves.items()},
+        "curves": {s: {k: np.asarray(c[k]).tolist() for k in METRICS} for s, c in curves.items()},
         "barriers": {s: {k: barriers(c[k], alphas) for k in METRICS} for s, c in curves.items()},
     }

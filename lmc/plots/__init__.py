@@ -20,18 +20,23 @@ from matplotlib.figure import Figure
 
 from lmc.errors import LmcError
 from lmc.files import atomic_write
+from lmc.plots.data import scores_figure
 from lmc.plots.interpolation import (
     has_spawn_curves,
     instability_comparison_figure,
     instability_figure,
+    instability_replicates_figure,
     interpolation_figure,
     layerwise_figure,
     spawn_curves_figure,
 )
 from lmc.plots.pruning import (
+    has_replicate_barriers,
     has_successive_barriers,
     imp_accuracy_figure,
     imp_barriers_figure,
+    imp_replicates_accuracy_figure,
+    imp_replicates_barriers_figure,
     prune_ratio_figure,
 )
 from lmc.plots.sharpness import has_density, sharpness_path_figure, spectrum_figure
@@ -40,8 +45,10 @@ from lmc.workflows.records import Record, load_record
 
 __all__ = [
     "FIGURES", "FigureSpec", "figures", "imp_accuracy_figure", "imp_barriers_figure",
-    "instability_comparison_figure", "instability_figure", "interpolation_figure",
-    "layerwise_figure", "plot_result", "prune_ratio_figure", "save_figure",
+    "imp_replicates_accuracy_figure", "imp_replicates_barriers_figure",
+    "instability_comparison_figure", "instability_figure", "instability_replicates_figure",
+    "interpolation_figure", "layerwise_figure", "plot_result", "prune_ratio_figure",
+    "save_figure", "scores_figure",
     "sharpness_path_figure", "spawn_curves_figure", "spectrum_figure",
 ]
 
@@ -71,6 +78,11 @@ FIGURES: dict[str, tuple[FigureSpec, ...]] = {
     "imp": (FigureSpec("", imp_accuracy_figure),
             FigureSpec("_barriers", imp_barriers_figure, has_successive_barriers)),
     "prune_ratio": (FigureSpec("", prune_ratio_figure),),
+    "imp_replicates": (FigureSpec("", imp_replicates_accuracy_figure),
+                       FigureSpec("_barriers", imp_replicates_barriers_figure,
+                                  has_replicate_barriers)),
+    "instability_replicates": (FigureSpec("", instability_replicates_figure),),
+    "scores": (FigureSpec("", scores_figure),),
 }
 
 

@@ -11,6 +11,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from lmc.errors import LmcError
+from lmc.plots.pruning import draw_barriers, draw_replicates, replicates_legend
 from lmc.plots.style import (
     BLUE,
     GREEN,
@@ -22,12 +23,18 @@ from lmc.plots.style import (
     STYLE,
     VERMILLION,
     alpha_axis,
+    count,
     ordered_splits,
     per_alpha,
     step_axis,
     title,
 )
-from lmc.workflows.records import InstabilityComparison, InstabilityRecord, InterpolationRecord
+from lmc.workflows.records import (
+    InstabilityComparison,
+    InstabilityRecord,
+    InstabilityReplicatesRecord,
+    InterpolationRecord,
+)
 
 
 def interpolation_figure(record: InterpolationRecord) -> Figure:
@@ -232,6 +239,43 @@ def instability_figure(record: InstabilityRecord) -> Figure:
             axis.legend(loc="best")
         fig.suptitle("\n".join([f"Instability analysis: {_instability_title(record)}",
                                 ", ".join(details)]).strip())
+    return fig
+
+
+def instability_replicates_figure(record: InstabilityReplicatesRecord) -> Figure:
+    """Instability against the spawn step over seeds (one parent each): the chord and mean
+    test error barriers between children and the mean definition's floor, each with its
+    seed mean, 95% Student-t band and every seed's value; with `align`, the mean barrier
+    after alignment too."""
+    if not record.points:
+        raise LmcError("instability record has no points")
+    points = sorted(record.points, key=lambda p: p["step"])
+    steps = [int(p["step"]) for p in points]
+    threshold = 100 * float(record.threshold)
+    dense = record.dense_test_accuracy
+    with matplotlib.rc_context(STYLE):
+        fig = Figure(figsize=(6.0, 4.6), layout="constrained")
+        axis = fig.add_subplot()
+        lowest = draw_barriers(axis, steps, [p["barrier"] for p in points])
+        if all("aligned_barrier" in p for p in points):
+            lowest = min(lowest, draw_replicates(
+                axis, steps, [p["aligned_barrier"]["error"] for p in points], VERMILLION,
+                f"mean definition after {record.align or 'permutation'} matching",
+                marker="s", ls="--", lw=1.4, bars=True, dodge=10.0))
+        axis.axhline(threshold, color=GREY, ls="--", lw=1.2,
+                     label=f"stable below {threshold:g} pts")
+        step_axis(axis, steps)
+        positive = [k for k in steps if k > 0]
+        axis.set_xlabel("spawn step k (iterations" + (
+            f", symlog scale: linear below {count(min(positive))})" if positive else ")"))
+        axis.set_ylabel("instability: test error\nbarrier (percentage points)")
+        if lowest >= 0:
+            axis.set_ylim(bottom=0)
+        replicates_legend(fig, axis, bars=True)
+        fig.suptitle(f"Instability analysis: {_instability_title(record)}\n"
+                     f"{len(record.seeds)} seeds × {record.children} children, mean with "
+                     f"{100 * record.confidence:g}% t-interval; dense test accuracy "
+                     f"{100 * dense['mean']:.1f}%")
     return fig
 
 

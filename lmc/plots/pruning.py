@@ -1,12 +1,17 @@
 """Figures of pruning records: IMP and its baselines against density, the barrier between
-successive IMP levels (Paul et al. 2023), and the safe one-step pruning ratio of a
+successive IMP levels (Paul et al. 2023), both also over seeds (mean, 95% band and every
+seed), and the safe one-step pruning ratio of a
 checkpoint by estimators A, B and C (Paul et al. 2023; Zhang et al. 2024)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import matplotlib
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.transforms import offset_copy
 
 from lmc.constants import STABILITY_THRESHOLD
 from lmc.core.prune_ratio import ESTIMATORS
@@ -20,7 +25,8 @@ from lmc.plots.style import (
     density_axis,
     title,
 )
-from lmc.workflows.records import ImpRecord, PruneRatioRecord
+from lmc.workflows.records import ImpRecord, ImpReplicatesRecord, PruneRatioRecord
+from lmc.workflows.replicates import bounds
 
 # One colour and marker per pruning method, IMP first and strongest.
 METHOD_STYLE = {"imp": (BLUE, "o", "IMP"), "random": (GREY, "s", "random pruning"),
@@ -113,6 +119,148 @@ def imp_barriers_figure(record: ImpRecord) -> Figure:
         fig.legend(*axis.get_legend_handles_labels(), loc="outside lower center", ncol=2,
                    fontsize="small")
         fig.suptitle(f"Successive IMP levels: {_imp_title(record)}")
+    return fig
+
+
+def draw_replicates(axis: Axes, x: Sequence[float], estimates: Sequence[dict], colour: str,
+                    label: str, *, marker: str = "o", ls: str = "-", lw: float = 1.8,
+                    filled: Sequence[bool] | None = None, zorder: float = 2,
+                    bars: bool = False, dodge: float = 0.0) -> float:
+    """Estimates over seeds (`lmc.workflows.replicates.estimate`) against `x`, in
+    percentage points: the seed mean as a line, its interval as a shaded band (or, with
+    `bars`, as vertical bars shifted `dodge` points sideways, so that several series at
+    the same x stay apart), every seed's value as a small dot. `filled` (per x): a hollow
+    mean marker where False. Returns the lowest point drawn."""
+    mean = np.asarray([100 * e["mean"] for e in estimates])
+    low, high = (100 * np.asarray(b) for b in zip(*map(bounds, estimates), strict=True))
+    shifted = offset_copy(axis.transData, fig=axis.figure, x=dodge, units="points")
+    if bars:
+        axis.vlines(x, low, high, color=colour, lw=1.4, alpha=0.75, zorder=zorder - 0.5,
+                    transform=shifted)
+    else:
+        axis.fill_between(x, low, high, color=colour, alpha=0.18, lw=0, zorder=zorder - 0.5)
+    axis.plot(x, mean, color=colour, ls=ls, lw=lw, zorder=zorder, label=label,
+              transform=shifted)
+    faces = colour if filled is None else [colour if f else "white" for f in filled]
+    axis.scatter(x, mean, s=28, color=colour, facecolors=faces, marker=marker,
+                 zorder=zorder + 0.5, transform=shifted)
+    seeds = [(xi, 100 * v) for xi, e in zip(x, estimates, strict=True) for v in e["values"]]
+    axis.scatter(*zip(*seeds, strict=True), s=9, color=colour, alpha=0.55, marker=marker,
+                 lw=0, zorder=zorder + 0.2, transform=shifted)
+    # artists drawn through a shifted transform are left out of autoscaling
+    axis.update_datalim([*seeds, *zip(x, low, strict=True), *zip(x, high, strict=True)])
+    axis.autoscale_view()
+    return float(min(low.min(), min(v for _, v in seeds)))
+
+
+def _replicates_details(record: ImpReplicatesRecord) -> str:
+    n = len(record.seeds)
+    return (f"{n} seeds, mean with {100 * record.confidence:g}% t-interval; "
+            f"rewind to step {record.rewind_step}, {record.criterion} criterion")
+
+
+def _tolerance_label(record: ImpReplicatesRecord) -> str:
+    tol = record.tolerance
+    how = (f"{tol['factor']:g} × seed std {100 * tol['dense_std']:.2f}, n = {tol['n']}"
+           if tol["source"] == "measured" else "given")
+    return f"matching band: dense ± {100 * tol['value']:.2f} pts ({how})"
+
+
+def replicates_legend(fig: Figure, axis: Axes, bars: bool = False) -> None:
+    """The legend under the axes, where it never covers data; the intervals (shaded or
+    bars) and seed dots explained once, in grey."""
+    if bars:
+        axis.vlines([], [], [], color=GREY, lw=1.4, label="bars: 95% t-interval")
+    else:
+        axis.fill_between([], [], color=GREY, alpha=0.18, lw=0,
+                          label="shaded: 95% t-interval")
+    axis.scatter([], [], s=9, color=GREY, alpha=0.55, lw=0, label="dots: each seed")
+    fig.legend(*axis.get_legend_handles_labels(), loc="outside lower center", ncol=2,
+               fontsize="small")
+
+
+def imp_replicates_accuracy_figure(record: ImpReplicatesRecord) -> Figure:
+    """Test accuracy against density over seeds: per method the seed mean, its 95%
+    Student-t band and every seed's points, with the mean dense accuracy and the matching
+    band (mean dense ± the tolerance, measured from the seeds' spread unless given)."""
+    dense = 100 * float(record.dense_test_accuracy["mean"])
+    tolerance = 100 * float(record.tolerance["value"])
+    densities = [float(lv["density"]) for levels in record.methods.values() for lv in levels]
+    with matplotlib.rc_context(STYLE):
+        fig = Figure(figsize=(6.0, 4.6), layout="constrained")
+        axis = fig.add_subplot()
+        # hatched: apart from the methods' shaded intervals
+        axis.axhspan(dense - tolerance, dense + tolerance, facecolor="none", edgecolor=GREY,
+                     hatch="////", lw=0, alpha=0.45, label=_tolerance_label(record))
+        axis.axhline(dense, color=GREY, ls="--", lw=1.2, label=f"dense mean {dense:.1f}%")
+        for name, levels in record.methods.items():
+            colour, marker, label = METHOD_STYLE.get(name, (GREY, ".", name))
+            draw_replicates(axis, [100 * lv["density"] for lv in levels],
+                            [lv["test_accuracy"] for lv in levels], colour, label,
+                            marker=marker, lw=2.2 if name == "imp" else 1.4,
+                            filled=[lv["matching"] for lv in levels],
+                            zorder=3 if name == "imp" else 2)
+        density_axis(axis, densities)
+        axis.set_ylabel("test accuracy (%)")
+        axis.scatter([], [], color=GREY, facecolors="white", label="hollow: mean not matching")
+        replicates_legend(fig, axis)
+        fig.suptitle(f"Pruning: {_imp_title(record)}\n{_replicates_details(record)}")
+    return fig
+
+
+def _replicate_successive(record: ImpReplicatesRecord) -> list[dict]:
+    return [lv for lv in record.methods.get("imp", []) if lv.get("successive_barrier")]
+
+
+def has_replicate_barriers(record: ImpReplicatesRecord) -> bool:
+    """Whether the seeds measured the error barrier between successive IMP levels."""
+    return bool(_replicate_successive(record))
+
+
+# barrier key -> (label, colour, line style, sideways shift of its bars in points): the
+# definitions drawn side by side
+BARRIER_STYLE = {"error_chord": ("chord definition (Entezari et al.)", ORANGE, "-", -5.0),
+                 "error": ("mean definition (Frankle et al.)", BLUE, "-", 0.0),
+                 "floor": ("floor of the mean definition, ½|E(0) − E(1)|", BLUE, ":", 5.0)}
+
+
+def draw_barriers(axis: Axes, x: Sequence[float], barriers: Sequence[dict],
+                  filled: Sequence[bool] | None = None) -> float:
+    """The chord and mean error barriers and the floor (estimates over seeds) against
+    `x`; returns the lowest point drawn."""
+    lowest = 0.0
+    for key, (label, colour, ls, dodge) in BARRIER_STYLE.items():
+        if all(key in b for b in barriers):
+            lowest = min(lowest, draw_replicates(
+                axis, x, [b[key] for b in barriers], colour, label, ls=ls,
+                lw=1.2 if key == "floor" else 1.6, filled=None if key == "floor" else filled,
+                marker="d" if key == "floor" else "o", bars=True, dodge=dodge))
+    return lowest
+
+
+def imp_replicates_barriers_figure(record: ImpReplicatesRecord) -> Figure:
+    """The test error barrier between successive IMP levels against density over seeds:
+    chord and mean definitions and the mean definition's floor, each with its seed mean,
+    95% band and every seed's value; hollow where the level's seed mean is not
+    matching."""
+    imp = _replicate_successive(record)
+    threshold = 100 * STABILITY_THRESHOLD
+    with matplotlib.rc_context(STYLE):
+        fig = Figure(figsize=(6.4, 4.6), layout="constrained")
+        axis = fig.add_subplot()
+        lowest = draw_barriers(axis, [100 * lv["density"] for lv in imp],
+                               [lv["successive_barrier"] for lv in imp],
+                               [lv["matching"] for lv in imp])
+        axis.axhline(threshold, color=GREY, ls="--", lw=1.2,
+                     label=f"stability threshold {threshold:g} pts")
+        axis.scatter([], [], color=GREY, facecolors="white", label="hollow: mean not matching")
+        density_axis(axis, [lv["density"] for lv in record.methods["imp"]])
+        axis.set_ylabel("test error barrier to the\nprevious level (pts)")
+        if lowest >= 0:
+            axis.set_ylim(bottom=0)
+        replicates_legend(fig, axis, bars=True)
+        fig.suptitle(f"Successive IMP levels: {_imp_title(record)}\n"
+                     f"{_replicates_details(record)}")
     return fig
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lmc.errors import ConfigError, check_name
+from lmc.training.subsets import Subset
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw")
 SCHEDULES = ("constant", "step", "cosine", "cyclic")
@@ -77,6 +78,10 @@ class TrainConfig:
     data_seed: int | None = None
     augment_seed: int | None = None
     dropout_seed: int | None = None
+    # Train on part of the training set only (Paul et al. 2021's data diet): see
+    # `lmc.training.subsets`. Epochs are passes over the kept examples. Omitted from
+    # `to_dict` when None, so that older run ids stay valid.
+    subset: Subset | None = None
 
     def __post_init__(self) -> None:
         check_name("optimizer", self.optimizer, OPTIMIZERS)
@@ -100,6 +105,8 @@ class TrainConfig:
             raise ConfigError(f"duration must be positive, got {self.duration!r}")
         if Duration.parse(self.cycle).amount <= 0:
             raise ConfigError(f"cycle length must be positive, got {self.cycle!r}")
+        if self.subset is not None and not isinstance(self.subset, Subset):
+            raise ConfigError(f"subset must be a Subset or None, got {self.subset!r}")
         # Canonical forms so that equal settings hash equally.
         milestones = tuple(str(Duration.parse(m)) for m in self.milestones)
         object.__setattr__(self, "milestones", milestones)
@@ -109,6 +116,10 @@ class TrainConfig:
         own = getattr(self, f"{stream}_seed")
         return self.seed if own is None else own
 
+    def examples_per_epoch(self, num_train: int) -> int:
+        """Training examples one epoch passes over: the subset's, or all `num_train`."""
+        return num_train if self.subset is None else self.subset.size(num_train)
+
     def total_steps(self, steps_per_epoch: int) -> int:
         return Duration.parse(self.duration).steps(steps_per_epoch)
 
@@ -117,6 +128,16 @@ class TrainConfig:
         out["milestones"] = list(self.milestones)
         if self.l1 == 0:  # absent when off, so that run ids from before the field stay valid
             del out["l1"]
+        if self.subset is None:  # likewise
+            del out["subset"]
+        return out
+
+    def identity(self) -> dict[str, Any]:
+        """`to_dict` without what locates the inputs but does not change the result (the
+        path of a subset's scores file): what a run id hashes."""
+        out = self.to_dict()
+        if self.subset is not None:
+            out["subset"] = self.subset.identity()
         return out
 
     @classmethod
@@ -131,6 +152,8 @@ class TrainConfig:
         values = dict(values)
         if "milestones" in values:
             values["milestones"] = tuple(values["milestones"])
+        if values.get("subset") is not None:
+            values["subset"] = Subset.from_dict(values["subset"])
         return cls(**values)
 
     def replace(self, **changes: Any) -> TrainConfig:

@@ -68,6 +68,10 @@ class RunSpec:
     augmentation streams of a child. `mask`: `mask_id` of the fixed pruning mask.
     `reinit`: seed of a fresh initialisation that replaces the parent's weights at the
     start step (the reinitialisation ablation of pruning).
+
+    The run id hashes `to_dict` but for the path of a subset's scores file (the config's
+    `identity`): the scores are named by their digest, so a copy of the file elsewhere
+    finds the same run, and `spec.json` records the path the run last trained from.
     """
 
     config: TrainConfig
@@ -91,7 +95,8 @@ class RunSpec:
 
     @property
     def run_id(self) -> str:
-        digest = hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
+        identity = {**self.to_dict(), "config": self.config.identity()}
+        digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
         return f"{self.config.model}-{self.config.dataset}-{digest[:12]}"
 
 

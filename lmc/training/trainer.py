@@ -25,11 +25,12 @@ from tqdm.auto import tqdm
 from lmc.core.evaluate import Evaluator, cross_entropy
 from lmc.core.masks import apply_mask, path_name
 from lmc.core.policy import ExecutionPolicy
-from lmc.errors import TrainingDiverged
+from lmc.errors import ConfigError, TrainingDiverged
 from lmc.training.config import Duration, TrainConfig
 from lmc.training.data import Dataset, augment, load_dataset, steps_batch_indices, steps_per_epoch
 from lmc.training.models import apply_model, build_model, eval_apply, init_model, policy_for
 from lmc.training.rng import NoiseKeys, noise_keys, stream_key
+from lmc.training.subsets import select_examples
 
 CHECK_EVERY = 64  # dispatches between host reads of the loss (NaN check, progress bar)
 # Most bytes of training examples a dispatch gathers up front (else each step gathers its own).
@@ -168,26 +169,28 @@ _PROGRAMS: collections.OrderedDict = collections.OrderedDict()
 _MAX_PROGRAMS = 16
 
 
-def _programs(config: TrainConfig, dataset: Dataset, strategy: str, members: int,
-              eval_batch_size: int) -> tuple[Any, Any, Callable, Evaluator]:
-    """(module, optimizer, compiled steps, evaluator) of a config on a data set's shape."""
-    key = (json.dumps(config.to_dict(), sort_keys=True, default=list), dataset.num_classes,
-           dataset.num_train, tuple(dataset.input_shape), str(dataset.x_train.dtype),
+def _programs(config: TrainConfig, dataset: Dataset, num_examples: int, strategy: str,
+              members: int, eval_batch_size: int) -> tuple[Any, Any, Callable, Evaluator]:
+    """(module, optimizer, compiled steps, evaluator) of a config on a data set's shape,
+    training on `num_examples` examples."""
+    key = (json.dumps(config.identity(), sort_keys=True, default=list), dataset.num_classes,
+           num_examples, tuple(dataset.input_shape), str(dataset.x_train.dtype),
            dataset.augmentation, strategy, members, eval_batch_size)
     if key not in _PROGRAMS:
-        _PROGRAMS[key] = _build_programs(config, dataset, strategy, members, eval_batch_size)
+        _PROGRAMS[key] = _build_programs(config, dataset, num_examples, strategy, members,
+                                         eval_batch_size)
         if len(_PROGRAMS) > _MAX_PROGRAMS:
             _PROGRAMS.popitem(last=False)
     _PROGRAMS.move_to_end(key)
     return _PROGRAMS[key]
 
 
-def _build_programs(config: TrainConfig, dataset: Dataset, strategy: str, members: int,
-                    eval_batch_size: int) -> tuple[Any, Any, Callable, Evaluator]:
+def _build_programs(config: TrainConfig, dataset: Dataset, num_train: int, strategy: str,
+                    members: int, eval_batch_size: int) -> tuple[Any, Any, Callable, Evaluator]:
     module = model_for(config, dataset)
-    tx = make_optimizer(config, steps_per_epoch(dataset.num_train, config.batch_size))
+    tx = make_optimizer(config, steps_per_epoch(num_train, config.batch_size))
     augmentation = dataset.augmentation if config.augment else "none"
-    batch_size, num_train = config.batch_size, dataset.num_train
+    batch_size = config.batch_size
     example_bytes = math.prod(dataset.input_shape) * dataset.x_train.dtype.itemsize
 
     def step(ts: TrainState, keys: NoiseKeys, xb, yb, mask):
@@ -229,8 +232,27 @@ def _build_programs(config: TrainConfig, dataset: Dataset, strategy: str, member
     return module, tx, jax.jit(steps, static_argnums=5), evaluator
 
 
+def training_examples(config: TrainConfig, dataset: Dataset) -> np.ndarray | None:
+    """Sorted int32 indices of the training examples `config` trains on; None: all of them.
+
+    A subset (`config.subset`) is chosen once, from its scores file or, for a random one,
+    from the config's data stream before a sibling index is folded in: siblings train on
+    the same examples.
+    """
+    if config.subset is None:
+        return None
+    return select_examples(config.subset, dataset.name, np.asarray(dataset.y_train),
+                           stream_key(config, "data"))
+
+
 class Trainer:
-    """Compiled training of S >= 1 siblings of one config on one data set."""
+    """Compiled training of S >= 1 siblings of one config on one data set.
+
+    With a subset in the config, training and the training metrics use the kept
+    examples only (`examples`, gathered once into `x_train`/`y_train`), an epoch is a
+    pass over them and the steps per epoch are counted on their number; the test split
+    is evaluated whole.
+    """
 
     def __init__(
         self,
@@ -243,14 +265,23 @@ class Trainer:
         eval_batch_size: int = 1000,
     ):
         self.config, self.dataset, self.mask, self.siblings = config, dataset, mask, siblings
-        self.steps_per_epoch = steps_per_epoch(dataset.num_train, config.batch_size)
+        self.examples = training_examples(config, dataset)
+        self.x_train, self.y_train = dataset.x_train, dataset.y_train
+        if self.examples is not None:
+            if self.examples.size < config.batch_size:
+                raise ConfigError(f"the subset {config.subset} keeps {self.examples.size} "
+                                  f"examples, fewer than the batch size {config.batch_size}")
+            index = jnp.asarray(self.examples)
+            self.x_train, self.y_train = self.x_train[index], self.y_train[index]
+        num_train = int(self.x_train.shape[0])
+        self.steps_per_epoch = steps_per_epoch(num_train, config.batch_size)
         self.total_steps = config.total_steps(self.steps_per_epoch)
         self.policy = policy or policy_for(model_for(config, dataset))
         self.strategy = "vmap" if self.policy.vmap_siblings and siblings > 1 else "loop"
         self.steps_per_dispatch = self.policy.steps_per_dispatch
         self.module, self.tx, self._steps, self._evaluate = _programs(
-            config, dataset, self.strategy, siblings if self.strategy == "vmap" else 1,
-            eval_batch_size)
+            config, dataset, num_train, self.strategy,
+            siblings if self.strategy == "vmap" else 1, eval_batch_size)
         self._sharding = self._sibling_sharding()
 
     def _sibling_sharding(self) -> NamedSharding | None:
@@ -264,16 +295,16 @@ class Trainer:
         return init_train_state(self.config, self.module, self.dataset, self.tx, self.mask)
 
     def evaluate(self, states: list[TrainState]) -> list[dict[str, float]]:
-        """Train and test loss/accuracy of each sibling."""
-        ds = self.dataset
+        """Train (on the examples trained on) and test loss/accuracy of each sibling."""
+        ds, x_train, y_train = self.dataset, self.x_train, self.y_train
         if self.strategy == "vmap":
             params, state = _stack([s.params for s in states]), _stack([s.state for s in states])
-            train = self._evaluate(params, state, ds.x_train, ds.y_train)
+            train = self._evaluate(params, state, x_train, y_train)
             test = self._evaluate(params, state, ds.x_test, ds.y_test)
             per = [({k: float(v[i]) for k, v in train.items()},
                     {k: float(v[i]) for k, v in test.items()}) for i in range(len(states))]
         else:
-            per = [(self._evaluate(s.params, s.state, ds.x_train, ds.y_train),
+            per = [(self._evaluate(s.params, s.state, x_train, y_train),
                     self._evaluate(s.params, s.state, ds.x_test, ds.y_test)) for s in states]
         return [
             {"step": int(s.step), "train_loss": float(tr["loss"]),
@@ -371,7 +402,7 @@ class Trainer:
 
     def _advance(self, current, n: int):
         members, mask = current
-        x, y = self.dataset.x_train, self.dataset.y_train
+        x, y = self.x_train, self.y_train
         if self.strategy == "loop":
             out = [self._steps(s, k, x, y, mask, n) for s, k in members]
             losses = jnp.stack([loss for _, loss in out])
@@ -411,5 +442,6 @@ def train(
 
 __all__ = [
     "TrainResult", "TrainState", "Trainer", "init_train_state", "l1_norm", "l1_penalised",
-    "learning_rate_schedule", "make_optimizer", "model_for", "train", "training_loss",
+    "learning_rate_schedule", "make_optimizer", "model_for", "train", "training_examples",
+    "training_loss",
 ]

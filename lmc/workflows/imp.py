@@ -263,10 +263,17 @@ def run_imp(
     dataset: Dataset | None = None,
     progress: bool = True,
     data_dir: str | None = None,
+    rewind_from: Run | None = None,
     **fields: Any,
 ) -> ImpRecord:
     """IMP with rewinding and the baselines of `settings` (or of `ImpSettings(**fields)`)
-    on the same schedule; every level a run in the store under `root`."""
+    on the same schedule; every level a run in the store under `root`.
+
+    `rewind_from`: the run whose checkpoint at the rewind step k every level starts from,
+    instead of the dense run of `config` itself; the dense level then trains from it too.
+    Lottery tickets on a data diet (Paul, Larsen et al. 2022) rewind to a network
+    pre-trained for k steps on a subset (a run whose config has a `subset`), and train
+    every level on the full data (`config`)."""
     if settings is None:
         settings = ImpSettings(**fields)
     elif fields:
@@ -274,14 +281,22 @@ def run_imp(
     s = settings
     levels = MAX_LEVELS if s.levels is None else s.levels
     dataset = dataset or load_dataset(config.dataset, data_dir)
-    spe = steps_per_epoch(dataset.num_train, config.batch_size)
+    spe = steps_per_epoch(config.examples_per_epoch(dataset.num_train), config.batch_size)
     k = Duration.parse(s.rewind).steps(spe)
     if k >= config.total_steps(spe):
         raise ConfigError(f"rewind step {k} is not before the end of training")
     start = time.perf_counter()
-    trunk = train_run(RunSpec(config), root, dataset=dataset, save_at=[k], progress=progress)
-    # A trunk finished earlier without a checkpoint at k (another rewind step) gets one.
-    ensure_checkpoint(trunk, k, dataset=dataset, progress=progress)
+    if rewind_from is None:
+        source = trunk = train_run(RunSpec(config), root, dataset=dataset, save_at=[k],
+                                   progress=progress)
+    else:
+        source = rewind_from
+    # A source finished earlier without a checkpoint at k (another rewind step) gets one;
+    # one never trained is trained.
+    ensure_checkpoint(source, k, dataset=dataset, progress=progress)
+    if rewind_from is not None:
+        trunk = train_run(RunSpec(config, parent=source.spec.run_id, start_step=k),
+                          source.root, dataset=dataset, progress=progress)
     trunk_ckpt = open_checkpoint(trunk.final_checkpoint(), dataset=dataset)
     dense_mask = masks.dense_mask(trunk_ckpt.params)
     masks.density(dense_mask, s.keep_dense)  # fails on no prunable weights
@@ -289,7 +304,7 @@ def run_imp(
     dense = _level_record(trunk, 0, dense_mask, time.perf_counter() - start)
 
     def train_level(mask: Any, reinit: int | None = None) -> tuple[Run, float | None]:
-        spec = RunSpec(config, parent=trunk.spec.run_id, start_step=k, mask=mask_id(mask),
+        spec = RunSpec(config, parent=source.spec.run_id, start_step=k, mask=mask_id(mask),
                        reinit=reinit)
         run = Run(trunk.root, spec)
         if run.finished:
@@ -367,7 +382,8 @@ def run_imp(
         fraction=None if s.adaptive else s.fraction, adaptive=s.adaptive,
         tolerance=s.tolerance, dense_test_accuracy=dense_accuracy, methods=lines,
         summary=summary, adaptive_predictions=adaptive, predicted_max_sparsity=predicted,
-        seconds=time.perf_counter() - start)
+        seconds=time.perf_counter() - start,
+        extra={} if rewind_from is None else {"rewind_from": rewind_from.spec.run_id})
 
 
 __all__ = ["METHODS", "ImpSettings", "LevelContext", "Method", "baselines",

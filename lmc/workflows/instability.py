@@ -107,7 +107,7 @@ def instability_analysis(
     if children < 2:
         raise ConfigError(f"instability needs at least 2 children, got {children}")
     dataset = dataset or load_dataset(config.dataset, data_dir)
-    spe = steps_per_epoch(dataset.num_train, config.batch_size)
+    spe = steps_per_epoch(config.examples_per_epoch(dataset.num_train), config.batch_size)
     steps = sorted({Duration.parse(s).steps(spe) for s in spawn_steps})
     if not steps:
         raise ConfigError("give at least one spawn step")

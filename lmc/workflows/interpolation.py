@@ -1,23 +1,30 @@
-"""Interpolation between two checkpoints: curves and barriers on their data set."""
+"""Interpolation between two checkpoints: curves and barriers on their data set, and
+optionally which examples the path connects."""
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from lmc.constants import EXAMPLE_LOSS_THRESHOLD
 from lmc.core.batching import fixed_subset
 from lmc.core.evaluate import Evaluator
 from lmc.core.interpolate import (
+    EXAMPLE_KEYS,
     METRICS,
     PathEvaluator,
     alpha_grid,
     barriers,
+    connected_fractions,
+    example_barriers,
     interpolation_record,
     lerp,
 )
 from lmc.errors import ConfigError, check_name
+from lmc.files import atomic_write
 from lmc.training.activations import preactivation_stats, repair_model
 from lmc.training.data import Dataset
 from lmc.workflows.alignment import METHODS, align_opened
@@ -60,6 +67,8 @@ def interpolate_checkpoints(
     align_seed: int = 0,
     repair: bool = False,
     repair_examples: int = 1000,
+    per_example: bool = False,
+    example_loss_threshold: float = EXAMPLE_LOSS_THRESHOLD,
 ) -> InterpolationRecord:
     """Interpolate between two lmc checkpoints of one architecture.
 
@@ -76,6 +85,12 @@ def interpolate_checkpoints(
     mean and std set to the interpolation of the endpoints', on a fixed subset of
     `repair_examples` training examples); for BatchNorm networks REPAIR is the BN reset
     that `bn="reset"` already does.
+    `per_example` keeps, from the same evaluation, every example's loss and correctness
+    along the path (Paul, Larsen et al. 2022): the record's `per_example` holds, per split,
+    the fractions of examples whose chord loss barrier is below `example_loss_threshold`
+    (nats) and whose 0-1 error barrier is 0 (`lmc.core.interpolate.connected_fractions`),
+    and its `per_example_arrays` the arrays behind them, which `save_per_example_arrays`
+    writes to an .npz.
     """
     a = open_checkpoint(path_a, dataset=dataset, data_dir=data_dir, model=model,
                         model_options=model_options, data=data)
@@ -95,17 +110,26 @@ def interpolate_checkpoints(
     batches = bn_batches(a, bn_examples, bn_batch_size) if reset else None
     grid = alpha_grid(alphas) if isinstance(alphas, int) else np.asarray(alphas, float)
 
-    def curves(moving=None, params_b=b.params, state_b=b.state):
+    def curves(moving=None, params_b=b.params, state_b=b.state, per_example=False):
         evaluator = PathEvaluator(a.eval_apply, train_apply=a.train_apply, bn=bn,
                                   moving=moving, policy=a.policy)
         return evaluator.curves(a.params, params_b, data, state_a=a.state, state_b=state_b,
-                                alphas=grid, bn_batches=batches)
+                                alphas=grid, bn_batches=batches, per_example=per_example)
 
+    path = curves(per_example=per_example)
     record = InterpolationRecord(
         a=str(path_a), b=str(path_b), model=a.meta["model"], data=a.meta["data"]["name"],
         bn=bn if a.has_state else "none",
         examples={split: int(len(data[split][1])) for split in splits},
-        **interpolation_record(curves(), grid))
+        **interpolation_record(path, grid))
+    if per_example:
+        record.per_example, record.per_example_arrays = {}, {}
+        for split, c in path.items():
+            each = example_barriers(c["example_loss"], c["example_correct"], grid)
+            record.per_example[split] = connected_fractions(each, example_loss_threshold)
+            record.per_example_arrays[split] = {
+                **{k: c[k] for k in EXAMPLE_KEYS},
+                **{f"{metric}_barrier": each[metric] for metric in METRICS}}
     if layerwise:
         record.layerwise = []
         for block in a.params:
@@ -115,6 +139,8 @@ def interpolate_checkpoints(
                 c = curves(tree)
                 row[mode] = {s: {k: barriers(c[s][k], grid)["mean"] for k in METRICS}
                              for s in c}
+                row[f"{mode}_curves"] = {s: {k: [float(v) for v in c[s][k]] for k in METRICS}
+                                         for s in c}
             record.layerwise.append(row)
     if align is not None:
         params_b, state_b, _, info = align_opened(a, b, align, align_seed)
@@ -130,6 +156,20 @@ def interpolate_checkpoints(
                                           "curves": repaired["curves"],
                                           "barriers": repaired["barriers"]}
     return record
+
+
+def save_per_example_arrays(record: InterpolationRecord, path: str | os.PathLike) -> Path:
+    """Write the record's per-example arrays to an .npz, atomically and without pickles:
+    "alphas" and "<split>/<name>" for every name of `InterpolationRecord.per_example_arrays`
+    (read back with `np.load(path, allow_pickle=False)`)."""
+    if record.per_example_arrays is None:
+        raise ConfigError("the record has no per-example arrays: interpolate with "
+                          "per_example=True")
+    arrays = {"alphas": np.asarray(record.alphas, float)}
+    arrays.update({f"{split}/{name}": np.asarray(values)
+                   for split, named in record.per_example_arrays.items()
+                   for name, values in named.items()})
+    return atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
 def _repaired_curves(a: OpenedCheckpoint, params_b: Any, data: dict, grid: np.ndarray,

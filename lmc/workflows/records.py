@@ -28,6 +28,13 @@ def _optional(default: Any = None) -> Any:
     return dataclasses.field(default=default, metadata={"optional": True})
 
 
+def _in_memory() -> Any:
+    """A field never written to the JSON (large arrays, e.g. per-example curves): None in
+    a record read from a file."""
+    return dataclasses.field(default=None, compare=False, repr=False,
+                             metadata={"in_memory": True})
+
+
 @dataclasses.dataclass
 class Record:
     """Base of the result records; subclasses set `kind`."""
@@ -38,7 +45,7 @@ class Record:
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"kind": self.kind, "schema_version": SCHEMA_VERSION}
         for f in dataclasses.fields(self):
-            if f.name == "extra":
+            if f.name == "extra" or f.metadata.get("in_memory"):
                 continue
             value = getattr(self, f.name)
             if value is None and f.metadata.get("optional"):
@@ -93,6 +100,14 @@ class InterpolationRecord(Record):
     # the pair after permuting B to match A (`interpolate_checkpoints(align=...)`):
     # {"method", "objective_before", "objective_after", "curves", "barriers"} (as above)
     aligned: dict[str, Any] | None = _optional()
+    # the fractions of examples the path connects (`interpolate_checkpoints(per_example=True)`,
+    # `lmc.core.interpolate.connected_fractions`): split -> {"examples", "loss_threshold",
+    # "loss_connected", "error_connected"}
+    per_example: dict[str, dict[str, Any]] | None = _optional()
+    # the arrays behind them, not in the JSON (`save_per_example_arrays` writes an .npz):
+    # split -> {"example_loss", "example_correct": (α, examples), "loss_barrier",
+    # "error_barrier": (examples,)}
+    per_example_arrays: dict[str, dict[str, Any]] | None = _in_memory()
 
 
 @dataclasses.dataclass
@@ -193,6 +208,57 @@ class ImpRecord(Record):
     seconds: float = 0.0
 
 
+# An estimate over seeds (`lmc.workflows.replicates.estimate`): {"mean", "interval": [low,
+# high] (Student-t, `confidence`), "std" (ddof 1), "n", "values": one per seed}; interval
+# and std None for one seed.
+
+
+@dataclasses.dataclass
+class ImpReplicatesRecord(Record):
+    """IMP run once per seed: every level of every method as estimates over seeds."""
+
+    kind: ClassVar[str] = "imp_replicates"
+    config: dict[str, Any]  # of the first seed
+    seeds: list[int]
+    rewind_step: int
+    criterion: str
+    fraction: float
+    confidence: float  # of the intervals
+    # {"value", "source": "measured" (factor × dense_std) or "given", "factor", "dense_std",
+    #  "n"}: a level matches when its mean test accuracy >= mean dense − value
+    tolerance: dict[str, Any]
+    dense_test_accuracy: dict[str, Any]  # estimate
+    # method -> levels by index: {"level", "density", "test_accuracy", "train_accuracy"
+    # (estimates), "matching", "successive_barrier" (IMP): {"error", "error_chord",
+    # "floor"} (estimates)}
+    methods: dict[str, list[dict[str, Any]]]
+    # method -> {"min_matching_density", "min_matching_level" (of the seed means), "levels",
+    #            "per_seed": [{"seed", "min_matching_density", "min_matching_level"}]}
+    summary: dict[str, dict[str, Any]]
+    records: list[dict[str, Any]]  # every seed's ImpRecord JSON, in the order of seeds
+
+
+@dataclasses.dataclass
+class InstabilityReplicatesRecord(Record):
+    """The instability analysis run once per seed (one parent each): per spawn step,
+    estimates over seeds of each seed's mean over its pairs."""
+
+    kind: ClassVar[str] = "instability_replicates"
+    config: dict[str, Any]  # of the first seed
+    seeds: list[int]
+    children: int
+    sparse: bool
+    density: float | None
+    threshold: float
+    confidence: float  # of the intervals
+    dense_test_accuracy: dict[str, Any]  # estimate
+    # per k: {"step", "barrier": {"error", "error_chord", "floor"}, "child_test_accuracy"}
+    # (estimates), with `align` also "aligned_barrier" (as "barrier")
+    points: list[dict[str, Any]]
+    records: list[dict[str, Any]]  # every seed's InstabilityRecord JSON
+    align: str | None = _optional()
+
+
 @dataclasses.dataclass
 class PruneRatioRecord(Record):
     """The safe one-step pruning ratio of a checkpoint by estimators A, B and C."""
@@ -231,9 +297,34 @@ class PruneRatioRecord(Record):
     negative_mass: float | None = _optional()  # SLQ weight on θ < −1e-3·λ_max
 
 
+@dataclasses.dataclass
+class ScoresRecord(Record):
+    """Per-example data scores (EL2N, GraNd) averaged over runs early in training; the
+    per-example arrays are in the .npz `arrays` (format: `lmc.workflows.scores`)."""
+
+    kind: ClassVar[str] = "scores"
+    model: dict[str, Any]
+    data: str
+    num_train: int
+    step: int | None  # training step of the checkpoints scored (None: they differ)
+    runs: list[str]  # run ids of the trained runs (empty for checkpoints given as files)
+    checkpoints: list[str]
+    masked: bool  # GraNd of the live weights of pruned checkpoints
+    chunk_size: int
+    arrays: str  # the .npz of per-example scores
+    # score -> {"mean", "std", "min", "max", "median", "q10", "q90", "run_std"} over examples
+    # of the run-averaged scores; "run_std": the mean across-run standard deviation
+    summary: dict[str, dict[str, float]]
+    histograms: dict[str, dict[str, list[float]]]  # score -> {"edges", "counts"}
+    rank_correlation: float  # Spearman's ρ between the run-averaged EL2N and GraNd
+    config: dict[str, Any] | None = _optional()  # training config of the first run
+    seconds: float = 0.0
+
+
 RECORDS: dict[str, type[Record]] = {cls.kind: cls for cls in (
     InterpolationRecord, InstabilityRecord, InstabilityComparison, SharpnessRecord,
-    SharpnessPathRecord, ImpRecord, PruneRatioRecord)}
+    SharpnessPathRecord, ImpRecord, PruneRatioRecord, ScoresRecord,
+    ImpReplicatesRecord, InstabilityReplicatesRecord)}
 
 
 def record_from_json(data: Any, source: str = "record") -> Record:

@@ -186,7 +186,8 @@ def finetune(solution: Solution, mask_list: Sequence[Any], steps: int, *,
 def rewind_steps(solution: Solution) -> int:
     """Steps a rewound level trains: the recipe's total minus the rewind step."""
     config = solution.config
-    spe = steps_per_epoch(solution.opened.dataset.num_train, config.batch_size)
+    spe = steps_per_epoch(config.examples_per_epoch(solution.opened.dataset.num_train),
+                          config.batch_size)
     return config.total_steps(spe) - solution.check_rewind()
 
 

@@ -237,3 +237,27 @@ def test_adaptive_fraction_by_the_probe(two_levels, mnist1d):
     assert adaptive.epsilon == first  # fixed at the first level's
     with pytest.raises(ConfigError, match="at least 1 step"):
         AdaptiveFraction("probe", probe_steps=0)
+
+
+def test_levels_rewind_to_another_run_pretrained_on_a_subset(two_levels, root, mnist1d):
+    """Lottery tickets on a data diet: w_k from a run pre-trained on a random subset; the
+    dense level and every pruned level start from it and train on all the data."""
+    from lmc.training.subsets import Subset
+
+    pre = Run(root, RunSpec(CONFIG.replace(subset=Subset("random", 0.25, "random"))))
+    record = run_imp(CONFIG, levels=1, rewind=REWIND, keep_dense=("output",), root=root,
+                     dataset=mnist1d, successive_barriers=False, progress=False,
+                     rewind_from=pre)
+    assert record.extra["rewind_from"] == pre.spec.run_id
+    w_k = pre.load(REWIND)  # trained, with a checkpoint at k, by run_imp
+    for level in record.methods["imp"]:
+        run = Run.open(root / level["run_id"])
+        assert run.spec.parent == pre.spec.run_id and run.spec.start_step == REWIND
+        assert run.spec.config.subset is None
+        start = run.load(REWIND)
+        mask = start.mask if start.mask is not None else jax.tree.map(lambda _: True, w_k.params)
+        for w, w0, m in zip(jax.tree.leaves(start.params), jax.tree.leaves(w_k.params),
+                            jax.tree.leaves(mask), strict=True):
+            np.testing.assert_array_equal(np.asarray(w), np.where(m, w0, 0))
+    # a different rewind point, so different solutions than IMP from the dense trunk
+    assert record.methods["imp"][0]["run_id"] != two_levels.methods["imp"][0]["run_id"]
