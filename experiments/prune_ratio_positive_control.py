@@ -25,8 +25,6 @@ import sys
 import time
 from pathlib import Path
 
-import jax
-import jax.numpy as jnp
 import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
@@ -36,8 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from imp_mnist1d import BASE  # noqa: E402  (the project's MNIST-1D recipe)
 
 import lmc  # noqa: E402
-from lmc.core import masks, prune  # noqa: E402
-from lmc.core.evaluate import Evaluator  # noqa: E402
+from lmc.core.prune_ratio import largest_passing_ratio, one_shot_curve  # noqa: E402
 from lmc.files import read_json, write_json  # noqa: E402
 from lmc.plots import save_figure  # noqa: E402
 from lmc.plots.style import BLUE, GREEN, GREY, ORANGE, STYLE, VERMILLION  # noqa: E402
@@ -104,54 +101,19 @@ def train_all(data: dict, models, l1s, seeds, root: Path) -> None:
 # ----------------------------------------------------------------------------- one-shot
 
 
-def oneshot_accuracy(path: str, dataset, grid: np.ndarray, chunk: int = 111) -> dict:
+def oneshot_accuracy(path: str, dataset, grid: np.ndarray) -> dict:
     """Test accuracy of the one-shot global-magnitude-pruned network at every p of `grid`
-    (no fine-tuning), evaluated `chunk` networks at a time in one vmapped program."""
+    (no fine-tuning; `lmc.core.prune_ratio.one_shot_curve`)."""
     opened = open_checkpoint(path, dataset=dataset)
-    params, state = opened.params, opened.state
-    assert opened.mask is None or all(np.all(m) for m in jax.tree.leaves(opened.mask))
-    scores = prune.scores("magnitude", params)
-    order = prune.removal_order(scores)  # flat_prunable indices, first removed first
-    n = order.size
-    rank = np.empty(n, np.int64)
-    rank[order] = np.arange(n)
-    counts = np.array([masks.prune_count(p, n) for p in grid])
-    # Cross-check the order against lmc's own pruning at a few ratios.
-    for p in (grid[0], 0.25, 0.5, 0.9, grid[-1]):
-        ref = masks.flat_prunable(prune.prune(params, None, float(p), "magnitude"))
-        assert np.array_equal(ref, rank >= masks.prune_count(p, n)), p
-
-    flags = masks.eligible(params)
-    leaves, treedef = jax.tree.flatten(params)
-    sizes = [int(np.size(leaf)) for leaf, f in zip(leaves, flags, strict=True) if f]
-    splits = np.cumsum(sizes)[:-1]
-    rank_j = jnp.asarray(rank)
-
-    def pruned(count):
-        keep = jnp.split(rank_j >= count, splits)
-        it = iter(keep)
-        out = [jnp.where(next(it).reshape(leaf.shape), leaf, 0) if f else leaf
-               for leaf, f in zip(leaves, flags, strict=True)]
-        return jax.tree.unflatten(treedef, out)
-
-    make = jax.jit(jax.vmap(pruned))
-    evaluator = Evaluator(opened.eval_apply, 1000, network_axes=(0, None))
-    x, y = dataset.x_test, dataset.y_test
-    dense = float(Evaluator(opened.eval_apply, 1000)(params, state, x, y)["accuracy"])
-    accs = []
-    for start in range(0, len(counts), chunk):
-        c = counts[start:start + chunk]
-        c = np.pad(c, (0, chunk - len(c)), mode="edge")  # one compiled shape
-        out = evaluator(make(jnp.asarray(c)), state, x, y)
-        accs.extend(np.asarray(out["accuracy"])[: len(counts[start:start + chunk])].tolist())
-    return {"dense": dense, "accuracy": [float(a) for a in accs], "num_prunable": int(n)}
+    curve = one_shot_curve(opened.eval_apply, opened.params, opened.state, dataset.x_test,
+                           dataset.y_test, grid, mask=opened.mask, chunk=111)
+    return {"dense": curve["dense_accuracy"], "accuracy": curve["accuracy"],
+            "num_prunable": curve["num_live"]}
 
 
 def first_failure(grid, ok) -> float:
     """Largest p such that it and every smaller grid point pass (0 if the first fails)."""
-    bad = np.flatnonzero(~np.asarray(ok))
-    return float(grid[bad[0] - 1]) if bad.size and bad[0] > 0 else (
-        0.0 if bad.size else float(grid[-1]))
+    return largest_passing_ratio(grid, ok)
 
 
 def last_pass(grid, ok) -> float:

@@ -60,6 +60,7 @@ from lmc.core.batching import Batches
 from lmc.core.batching import mean_gradient as _mean_gradient
 from lmc.core.compensation import compensated_safe_ratio, default_damping
 from lmc.core.curvature import spectral_density, top_eigenpairs
+from lmc.core.evaluate import Evaluator
 from lmc.core.operators import HessianOperator, LossFn, split_loss, vector_size
 from lmc.core.prune import removal_order
 from lmc.errors import ConfigError, check_name
@@ -118,6 +119,69 @@ def _op_order(op: HessianOperator, scores: Any, keep_dense: Sequence[str]) -> np
 def removed_counts(grid: np.ndarray, num_prunable: int) -> np.ndarray:
     """Weights a step of ratio p removes, for every p of the grid (`lmc.core.masks.prune_count`)."""
     return np.array([masks.prune_count(p, num_prunable) for p in grid], np.int64)
+
+
+# ----------------------------------------------------------------------------- one shot
+
+
+def one_shot_curve(apply_fn: Callable, params: Any, state: Any, x: jax.Array, y: jax.Array,
+                   grid: Any, *, scores: Any = None, mask: Any = None,
+                   keep_dense: Sequence[str] = (), chunk: int = 64,
+                   batch_size: int = 1000) -> dict[str, Any]:
+    """Loss and accuracy on (x, y) of the network pruned in one shot, without fine-tuning,
+    at every ratio p of `grid`: the first ceil(p · live) weights of `removal_order` (by
+    `scores`, global magnitude by default) set to zero. Zhang et al. 2024 measure the safe
+    ratio this way (on L1-trained networks); it is what estimator C predicts.
+
+    The pruned networks are built and evaluated `chunk` at a time in one vmapped program;
+    `apply_fn(params, state, x)` is the eval-mode apply function.
+    """
+    grid = check_grid(grid)
+    if scores is None:
+        scores = jax.tree.map(lambda w: np.abs(np.asarray(w, np.float32)), params)
+    order = removal_order(scores, mask, keep_dense)
+    flat = masks.flat_prunable(params)
+    live = (np.ones(flat.size, bool) if mask is None
+            else masks.flat_prunable(masks.check_mask(mask, params)))
+    # rank[i]: when weight i goes (its place in the order); pruned weights -1 (gone
+    # already), kept-dense ones never.
+    rank = np.where(live, np.iinfo(np.int32).max, -1).astype(np.int32)  # int32 on device
+    rank[order] = np.arange(order.size)
+    counts = removed_counts(grid, order.size)
+    flags = masks.eligible(params)  # the prunable leaves: the index space of `rank`
+    leaves, treedef = jax.tree.flatten(params)
+    splits = np.cumsum([np.size(leaf) for leaf, f in zip(leaves, flags, strict=True) if f])
+    rank_j = jnp.asarray(rank)
+
+    def pruned(count):
+        keep = iter(jnp.split(rank_j >= count, splits[:-1]))
+        return jax.tree.unflatten(treedef, [
+            jnp.where(next(keep).reshape(np.shape(leaf)), leaf, 0) if f else leaf
+            for leaf, f in zip(leaves, flags, strict=True)])
+
+    make = jax.jit(jax.vmap(pruned))
+    evaluator = Evaluator(apply_fn, batch_size, network_axes=(0, None))
+    dense = Evaluator(apply_fn, batch_size)(params, state, x, y)
+    loss, accuracy = [], []
+    for start in range(0, counts.size, chunk):
+        part = counts[start:start + chunk]
+        padded = np.pad(part, (0, chunk - part.size), mode="edge")  # one compiled shape
+        out = evaluator(make(jnp.asarray(padded)), state, x, y)
+        loss += np.asarray(out["loss"])[: part.size].tolist()
+        accuracy += np.asarray(out["accuracy"])[: part.size].tolist()
+    return {"grid": grid.tolist(), "removed": counts.tolist(), "loss": loss,
+            "accuracy": accuracy, "dense_loss": float(dense["loss"]),
+            "dense_accuracy": float(dense["accuracy"]), "num_live": int(order.size)}
+
+
+def largest_passing_ratio(grid: Any, passes: Any) -> float:
+    """The largest p of `grid` such that it and every smaller p pass; 0 if the smallest
+    fails (a curve that fails and passes again counts only up to its first failure)."""
+    grid, passes = np.asarray(grid, float), np.asarray(passes, bool)
+    failed = np.flatnonzero(~passes)
+    if failed.size == 0:
+        return float(grid[-1])
+    return 0.0 if failed[0] == 0 else float(grid[failed[0] - 1])
 
 
 # ----------------------------------------------------------------------------- curves

@@ -31,7 +31,9 @@ from lmc.core.prune_ratio import (
     curvature_masses,
     epsilon_of,
     hessian_spectrum,
+    largest_passing_ratio,
     mean_gradient,
+    one_shot_curve,
     predict_prune_ratio,
     ratio_grid,
 )
@@ -150,6 +152,29 @@ def prune_ratio_record(
         seconds=time.perf_counter() - start,
         basis=basis, eigenvalues=eigenvalues, batch_size=int(op.batches[0].shape[1]),
         epsilon_detail=detail, zero_curvature_mass=masses.zero, negative_mass=masses.negative)
+
+
+ONE_SHOT_GRID = np.arange(1, 1000) / 1000  # Zhang et al. 2024's 1/1000 grid
+
+
+def one_shot_safe_ratio(checkpoint: str | os.PathLike, tolerance: float, *,
+                        grid: Any = ONE_SHOT_GRID, split: str = "test",
+                        keep_dense: Sequence[str] = (), dataset: Dataset | None = None,
+                        data_dir: str | None = None) -> dict[str, Any]:
+    """The measured one-shot safe ratio of a checkpoint (Zhang et al. 2024, the quantity
+    their Gaussian-width threshold predicts): the largest p such that the network pruned
+    by global magnitude at p, and at every smaller p of `grid`, without fine-tuning, keeps
+    `split` accuracy ≥ the unpruned one − `tolerance`. Returns the curve
+    (`lmc.core.prune_ratio.one_shot_curve`) with "safe_ratio", "tolerance" and "split"."""
+    opened = open_checkpoint(checkpoint, dataset=dataset, data_dir=data_dir)
+    x, y = opened.split(split)
+    curve = one_shot_curve(opened.eval_apply, opened.params, opened.state, x, y, grid,
+                           mask=opened.mask, keep_dense=keep_dense)
+    # 1e-9: accuracies are counts over the split; equal counts must compare equal
+    passes = np.asarray(curve["accuracy"]) >= curve["dense_accuracy"] - tolerance - 1e-9
+    curve.update(tolerance=float(tolerance), split=split,
+                 safe_ratio=largest_passing_ratio(curve["grid"], passes))
+    return curve
 
 
 PROBE = "probe"  # estimator E, `lmc.workflows.retraining.probe_safe_ratio`

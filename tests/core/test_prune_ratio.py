@@ -489,3 +489,34 @@ def test_masked_prediction_matches_the_restricted_dense_hessian(mlp, mnist1d):
         want = (g @ delta + 0.5 * delta @ full @ delta + b @ step
                 + 0.5 * step @ full[np.ix_(kept, kept)] @ step)
         assert comp.increase == pytest.approx(want, rel=2e-3, abs=1e-5)
+
+
+def test_one_shot_curve_equals_pruning_and_evaluating_each_ratio(mnist1d):
+    """The positive control's measurement: the vmapped one-shot curve against lmc's own
+    pruning at each ratio and a plain evaluation, with a mask and a dense layer kept."""
+    from lmc.core.evaluate import Evaluator
+    from lmc.core.prune_ratio import largest_passing_ratio, one_shot_curve
+
+    module = build_model("mlp", 10, widths=(8,))
+    params, state = init_model(module, jax.random.key(3), mnist1d.input_shape)
+    f = eval_apply(module)
+    mask = jax.tree.map(lambda p: np.random.default_rng(p.size).random(p.shape) < 0.8, params)
+    params = masks.apply_mask(params, mask)
+    x, y = mnist1d.x_test[:300], mnist1d.y_test[:300]
+    grid = np.array([0.05, 0.2, 1 / 3, 0.5, 0.9, 0.99])
+    curve = one_shot_curve(f, params, state, x, y, grid, mask=mask, keep_dense=("output",),
+                           chunk=4)  # two chunks, the second padded
+    evaluate = Evaluator(f, 1000)
+    for p, loss, accuracy in zip(grid, curve["loss"], curve["accuracy"], strict=True):
+        pruned = masks.apply_mask(params, prune.prune(params, mask, float(p), "magnitude",
+                                                      keep_dense=("output",)))
+        direct = evaluate(pruned, state, x, y)
+        assert accuracy == pytest.approx(float(direct["accuracy"]), abs=1e-7)
+        assert loss == pytest.approx(float(direct["loss"]), rel=1e-5)
+    assert curve["num_live"] == masks.count_alive(mask, ("output",))
+    dense = evaluate(params, state, x, y)
+    assert curve["dense_accuracy"] == pytest.approx(float(dense["accuracy"]))
+    # the measured ratio: the largest p before the first failure
+    assert largest_passing_ratio(grid, [True, True, False, True, False, False]) == 0.2
+    assert largest_passing_ratio(grid, [False] * 6) == 0.0
+    assert largest_passing_ratio(grid, [True] * 6) == 0.99

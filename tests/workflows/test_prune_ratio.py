@@ -121,3 +121,23 @@ def test_cli_prune_ratio_writes_json_and_figure(narrow_run, tmp_path, capsys):
     assert "a positive number or one of minibatch_std, example_std" in capsys.readouterr().err
     assert main(["prune-ratio", str(path), "--epsilon", "-1"]) == 1
     assert "epsilon must be positive" in capsys.readouterr().err
+
+
+def test_positive_control_pipeline_on_a_tiny_network(narrow_run, mnist1d):
+    """Zhang et al. 2024's comparison end to end: the measured one-shot safe ratio of a
+    checkpoint (no fine-tuning) beside estimator C's prediction for it."""
+    from lmc.workflows.prune_ratio import one_shot_safe_ratio
+
+    path, grid, tolerance = narrow_run.checkpoint_path(100), np.arange(1, 100) / 100, 0.02
+    measured = one_shot_safe_ratio(path, tolerance, grid=grid, dataset=mnist1d)
+    accuracy, dense = np.array(measured["accuracy"]), measured["dense_accuracy"]
+    passes = accuracy >= dense - tolerance - 1e-9
+    i = int(np.argmin(passes)) if not passes.all() else len(grid)  # the first failure
+    assert measured["safe_ratio"] == (grid[i - 1] if i > 0 else 0.0)
+    assert passes[:i].all() and measured["split"] == "test" and len(accuracy) == 99
+    # pruning more removes more: the last ratio leaves 1% of the weights
+    assert measured["removed"][-1] == int(np.ceil(0.99 * measured["num_live"]))
+    record = prune_ratio_record(path, grid=grid, examples=256, batch_size=128,
+                                lanczos_steps=20, slq_probes=2, slq_steps=20, dataset=mnist1d)
+    predicted = record.criteria["magnitude"]["safe"]["gaussian_width"]["interpolated"]
+    assert 0 < predicted < 1 and record.num_prunable == measured["num_live"]
