@@ -18,6 +18,7 @@ from lmc.training.data import DATASETS
 from lmc.training.models import MODELS
 from lmc.training.rng import STREAMS
 from lmc.workflows.records import Record
+from lmc.workflows.replicates import bounds
 
 RESULTS = Path("lmc_results")
 
@@ -210,3 +211,16 @@ def write_result(record: Record, args: argparse.Namespace, identity: Any = None)
     path hashes `identity` (default: the command's arguments)."""
     path = result_path(args.out, record.kind, args if identity is None else identity)
     write_record(record, path, args.figure, args.no_figure)
+
+
+# barrier key -> column heading: the definitions printed side by side
+BARRIER_COLUMNS = {"error_chord": "chord", "error": "mean", "floor": "floor ½|ΔE|"}
+
+
+def format_estimate(est: dict, scale: float = 100) -> str:
+    """An estimate over seeds as "mean [low, high]" (times `scale`, two decimals); the mean
+    alone for one seed."""
+    if est.get("interval") is None:
+        return f"{scale * est['mean']:.2f}"
+    low, high = bounds(est)
+    return f"{scale * est['mean']:.2f} [{scale * low:.2f}, {scale * high:.2f}]"

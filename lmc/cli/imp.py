@@ -6,12 +6,14 @@ import argparse
 import inspect
 
 from lmc.cli._common import (
+    BARRIER_COLUMNS,
     add_interpolation_arguments,
     add_train_arguments,
     arguments,
     check_names,
     config_from_args,
     csv,
+    format_estimate,
     write_result,
 )
 from lmc.constants import MATCHING_TOLERANCE
@@ -20,7 +22,7 @@ from lmc.errors import ConfigError
 from lmc.workflows.imp import ImpSettings, baselines, run_imp
 from lmc.workflows.prune_ratio import ADAPTIVE_ESTIMATORS, PROBE, AdaptiveFraction
 from lmc.workflows.records import ImpRecord, ImpReplicatesRecord
-from lmc.workflows.replicates import bounds, replicate_imp, seed_range
+from lmc.workflows.replicates import replicate_imp, seed_range
 
 LEVELS = 10  # default length of a fixed-ratio schedule
 ADAPTIVE_LEVELS = 30  # default cap of an adaptive (--ratio auto) schedule
@@ -111,19 +113,6 @@ def print_imp(record: ImpRecord) -> None:
               f"{adaptive_fractions(record)}")
         print(f"  predicted maximum sparsity {record.predicted_max_sparsity:.2%} in "
               f"{record.summary['imp']['levels']} levels")
-
-
-# barrier key -> column heading: the definitions printed side by side
-BARRIER_COLUMNS = {"error_chord": "chord", "error": "mean", "floor": "floor ½|ΔE|"}
-
-
-def format_estimate(est: dict, scale: float = 100) -> str:
-    """An estimate over seeds as "mean [low, high]" (times `scale`, two decimals); the mean
-    alone for one seed."""
-    if est.get("interval") is None:
-        return f"{scale * est['mean']:.2f}"
-    low, high = bounds(est)
-    return f"{scale * est['mean']:.2f} [{scale * low:.2f}, {scale * high:.2f}]"
 
 
 def print_imp_replicates(record: ImpReplicatesRecord) -> None:

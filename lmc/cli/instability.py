@@ -5,15 +5,16 @@ from __future__ import annotations
 import argparse
 
 from lmc.cli._common import (
+    BARRIER_COLUMNS,
     add_interpolation_arguments,
     add_train_arguments,
     arguments,
     check_names,
     config_from_args,
     csv,
+    format_estimate,
     write_result,
 )
-from lmc.cli.imp import BARRIER_COLUMNS, format_estimate
 from lmc.constants import STABILITY_THRESHOLD
 from lmc.workflows.alignment import METHODS as ALIGN_METHODS
 from lmc.workflows.instability import instability_analysis
