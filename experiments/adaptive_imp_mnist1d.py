@@ -11,9 +11,9 @@ predicted ratio falls below 5% or two successive levels stop being linearly conn
 Compute is counted in training steps (the dense trunk, T − k per level, the probe's
 fine-tuning steps) and in seconds (training at the measured seconds per step of this
 machine plus the measured prediction time). A schedule *reaches* density d when its
-levels are matching (test accuracy ≥ the seed-mean dense accuracy − 2 × the seeds' std)
-from the dense network down to d. The claim to test (issue: "at most half of 20%-IMP's
-compute, prediction included, for at least the same matching sparsity").
+level at d is matching (test accuracy ≥ the seed-mean dense accuracy − 2 × the seeds'
+std) and d is its sparsest matching level (see `reached`). The claim to test: at most
+half of 20%-IMP's compute, prediction included, for at least the same matching sparsity.
 
     python experiments/adaptive_imp_mnist1d.py
     python experiments/adaptive_imp_mnist1d.py --plot-only
@@ -73,9 +73,12 @@ def seed_rows(config, seed: int, root: Path, dataset) -> dict:
 
 
 def reached(row: dict, dense_mean: float, tolerance: float) -> tuple[int, float]:
-    """(levels, density) of the sparsest level matching from the dense one down."""
-    ok = [lv["test_accuracy"] >= dense_mean - tolerance for lv in row["levels"]]
-    last = next((i for i, m in enumerate(ok) if not m), len(ok)) - 1
+    """(levels, density) of the sparsest matching level. Not "matching from the dense one
+    down": with 1000 test examples one level in a run of matching ones can dip below the
+    tolerance by noise (20%-IMP's seed 0 does at 33%, then matches down to 5.5%)."""
+    ok = [i for i, lv in enumerate(row["levels"])
+          if lv["test_accuracy"] >= dense_mean - tolerance]
+    last = max(ok, default=0)
     return last, row["levels"][last]["density"]
 
 
@@ -175,8 +178,8 @@ def plot(path: Path) -> list[Path]:
         cost_ax.set_title("density reached against training steps")
         cost_ax.legend(loc="upper right", fontsize="small")
         s = summary["schedules"]
-        fig.suptitle("MLP on MNIST-1D, 3 seeds: adaptive IMP vs 20% per level; matching "
-                     "down to " + ", ".join(f"{n} {100 * s[n]['density']['mean']:.2g}%"
+        fig.suptitle("MLP on MNIST-1D, 3 seeds: adaptive IMP vs 20% per level\nsparsest "
+                     "matching level: " + ", ".join(f"{n} {100 * s[n]['density']['mean']:.2g}%"
                                             for n in SCHEDULES) + " (seed means)")
     return lmc.save_figure(fig, path.with_suffix(""))
 
