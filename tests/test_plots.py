@@ -184,6 +184,11 @@ def legend(axis) -> list[str]:
     return [t.get_text() for t in axis.get_legend().get_texts()]
 
 
+def fig_legend(fig: Figure) -> list[str]:
+    """The labels of the figure's legend (drawn below the axes)."""
+    return [t.get_text() for t in fig.legends[0].get_texts()]
+
+
 def title(fig: Figure) -> str:
     return fig.get_suptitle()
 
@@ -199,18 +204,24 @@ def test_interpolation_draws_error_and_loss_of_each_split():
     assert error.get_xlabel() == "interpolation coefficient α"
     assert [t.get_text() for t in error.get_xticklabels()][::4] == ["A (0)", "B (1)"]
     for axis, metric, scale in ((error, "error", 100), (loss, "loss", 1)):
-        assert legend(axis) == ["test", "train"]  # test first
-        drawn = lines(axis)
+        labels = legend(axis)
+        assert [label.split(":")[0] for label in labels] == ["test", "train"]  # test first
+        drawn = {label.split(":")[0]: line for label, line in lines(axis).items()}
         for split in ("test", "train"):
             np.testing.assert_allclose(drawn[split].get_xdata(), record.alphas)
             np.testing.assert_allclose(drawn[split].get_ydata(),
                                        scale * np.asarray(record.curves[split][metric]))
     assert title(fig) == "Linear interpolation: conv1d on mnist1d, BatchNorm reset"
-    # the barrier of each split is annotated, in points for the error
-    texts = [t.get_text() for t in error.texts]
-    for split in ("test", "train"):
+    # no numbers over the curves: the legend, below the axes, gives the mean and chord
+    # barriers of the record and the mean definition's floor, in points for the error
+    assert not [t.get_text() for t in error.texts if t.get_text()]  # arrows only
+    for split, label in zip(("test", "train"), legend(error), strict=True):
         values = 100 * np.asarray(record.curves[split]["error"])
-        assert f"barrier {values.max() - 0.5 * (values[0] + values[-1]):.1f} pts" in texts
+        barrier = record.barriers[split]["error"]
+        assert label == (f"{split}: barrier {100 * barrier['mean']:.1f} pts (mean), "
+                         f"{100 * barrier['chord']:.1f} (chord); "
+                         f"floor {0.5 * abs(values[0] - values[-1]):.1f}")
+    assert error.get_legend().get_bbox_to_anchor().y0 < error.get_window_extent().y0
 
 
 def test_interpolation_error_only_has_one_panel():
@@ -259,12 +270,16 @@ def test_instability_draws_mean_barrier_against_step_and_threshold():
     record = instability()
     fig = instability_figure(record)
     (axis,) = fig.axes
-    assert axis.get_xlabel() == "spawn step k (iterations, log scale)"
+    # symlog, named as such: k = 0 is drawn
+    assert axis.get_xlabel() == "spawn step k (iterations, symlog: linear below 25)"
     assert axis.get_ylabel() == "instability: test error\nbarrier (percentage points)"
     assert axis.get_xscale() == "symlog"
-    assert legend(axis) == ["mean over pairs", "stable below 2 pts", "± std"]
+    # no pairs kept: the mean definition alone; three pairs: a t-interval
+    assert fig_legend(fig) == ["mean definition (Frankle et al.)", "stable below 2 pts",
+                               "bars: 95% t-interval (n ≥ 3 pairs)",
+                               "dots: each pair (lines: their mean)"]
     ordered = sorted(record.points, key=lambda p: p["step"])
-    mean = lines(axis)["mean over pairs"]
+    mean = lines(axis)["mean definition (Frankle et al.)"]
     np.testing.assert_allclose(mean.get_xdata(), [p["step"] for p in ordered])
     np.testing.assert_allclose(mean.get_ydata(),
                                [100 * p["error_barrier"]["mean"] for p in ordered])
@@ -275,10 +290,34 @@ def test_instability_draws_mean_barrier_against_step_and_threshold():
 
 
 @pytest.mark.parametrize("steps", [(0,), (100,), (0, 10, 100, 1000, 10000, 100000)])
-def test_instability_single_run_per_point_has_no_error_bars(steps):
-    axis = instability_figure(instability(steps, n=1)).axes[0]
-    assert "± std" not in legend(axis)
-    assert len(lines(axis)["mean over pairs"].get_xdata()) == len(steps)
+@pytest.mark.parametrize("n", [1, 2])
+def test_instability_few_pairs_per_point_have_no_error_bars(steps, n):
+    fig = instability_figure(instability(steps, n=n))
+    axis = fig.axes[0]
+    assert not any("interval" in label for label in fig_legend(fig))
+    assert len(lines(axis)["mean definition (Frankle et al.)"].get_xdata()) == len(steps)
+    if 100 in steps and len(steps) == 1:
+        assert axis.get_xlabel() == "spawn step k (iterations, log scale)"
+
+
+def test_instability_draws_every_pair_and_the_three_definitions():
+    """With the pairs kept: chord, mean and floor, each pair's value as a dot."""
+    record = instability((0, 100), n=2)
+    for p in record.points:
+        p["pairs"] = [{"barriers": {"test": {"error": {"mean": m, "chord": m / 2}}},
+                       "curves": {"test": {"error": [0.1, 0.1 + m / 4]}}}
+                      for m in (0.02, 0.06)]
+    fig = instability_figure(record)
+    (axis,) = fig.axes
+    drawn = lines(axis)
+    np.testing.assert_allclose(drawn["mean definition (Frankle et al.)"].get_ydata(), [4, 4])
+    np.testing.assert_allclose(drawn["chord definition (Entezari et al.)"].get_ydata(), [2, 2])
+    np.testing.assert_allclose(
+        drawn["floor of the mean definition, ½|E(0) − E(1)|"].get_ydata(), [0.5, 0.5])
+    dots = sorted(float(y) for c in axis.collections for _, y in c.get_offsets()
+                  if len(c.get_offsets()) == 4)
+    np.testing.assert_allclose(dots, sorted([2, 6, 2, 6, 1, 3, 1, 3, 0.25, 0.75, 0.25, 0.75]))
+    assert not any("interval" in label for label in fig_legend(fig))
 
 
 def test_spawn_curves_are_the_mean_paths_of_each_step():
@@ -307,12 +346,18 @@ def test_instability_without_points_is_an_error():
 
 def test_instability_comparison_draws_each_series():
     record = comparison()
+    record.series["warmup (control)"] = record.series.pop("warmup")
     fig = instability_comparison_figure(record)
     (axis,) = fig.axes
-    assert legend(axis) == ["stable below 2 pts", "warmup (dense 90.0%)", "no warmup"]
-    for container, series in zip(axis.containers, record.series.values(), strict=True):
-        np.testing.assert_allclose(np.asarray(container.lines[0].get_ydata(), float),
+    # one pair of parentheses: "(control; dense 90.0%)", not "(control) (dense 90.0%)"
+    assert fig_legend(fig) == ["no warmup", "warmup (control; dense 90.0%)",
+                               "stable below 2 pts", "dots: each pair (lines: their mean)"]
+    drawn = lines(axis)
+    for label, series in (("no warmup", record.series["no warmup"]),
+                          ("warmup (control; dense 90.0%)", record.series["warmup (control)"])):
+        np.testing.assert_allclose(drawn[label].get_ydata(),
                                    [100 * p["error_barrier"]["mean"] for p in series["points"]])
+    assert "symlog" in axis.get_xlabel()
     assert title(fig) == "warmup or not"
 
 
@@ -322,7 +367,8 @@ def test_spectrum_draws_the_density_and_top_eigenvalues():
     record = sharpness()
     fig = spectrum_figure(record)
     (axis,) = fig.axes
-    assert (axis.get_xlabel(), axis.get_ylabel()) == ("eigenvalue λ", "density (smoothed)")
+    assert axis.get_xlabel() == "eigenvalue λ"
+    assert axis.get_ylabel().startswith("density (smoothed; below")
     assert axis.get_yscale() == "log"
     density = axis.get_lines()[0]
     np.testing.assert_allclose(density.get_xdata(), record.density["grid"])
@@ -362,8 +408,12 @@ def test_imp_accuracy_draws_each_method_against_density():
     (axis,) = fig.axes
     assert axis.get_xlabel() == "weights remaining (%, log scale)"
     assert axis.get_ylabel() == "test accuracy (%)"
-    assert legend(axis) == ["matching (within 1 pts)", "dense 90.0%", "IMP",
+    assert legend(axis) == ["matching band: ≥ dense − 1 pts", "dense 90.0%", "IMP",
                             "random pruning"]
+    # right of the axes, over no data
+    assert axis.get_legend().get_bbox_to_anchor().x0 > axis.get_window_extent().x1
+    # round percentages, never powers of ten
+    assert [t.get_text() for t in axis.get_xticklabels()] == ["100", "70", "50"]
     drawn = lines(axis)
     for name, label in (("imp", "IMP"), ("random", "random pruning")):
         levels = record.methods[name]
@@ -380,9 +430,9 @@ def test_imp_barriers_draw_successive_barriers_and_threshold(chord):
     (axis,) = fig.axes
     measured = [lv for lv in record.methods["imp"] if "successive_barrier" in lv]
     drawn = lines(axis)
-    keys = {"mean definition": "error"}
+    keys = {"mean definition (Frankle et al.)": "error"}
     if chord:  # the chord barrier and the mean definition's floor beside the mean
-        keys |= {"chord definition": "error_chord",
+        keys |= {"chord definition (Entezari et al.)": "error_chord",
                  "floor of the mean definition, ½|E(0) − E(1)|": "floor"}
     for label, key in keys.items():
         np.testing.assert_allclose(drawn[label].get_xdata(),

@@ -11,7 +11,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from lmc.errors import LmcError
-from lmc.plots.pruning import draw_barriers, draw_replicates, replicates_legend
+from lmc.plots.pruning import BARRIER_STYLE, draw_barriers, draw_replicates, replicates_legend
 from lmc.plots.style import (
     BLUE,
     GREEN,
@@ -27,6 +27,7 @@ from lmc.plots.style import (
     ordered_splits,
     per_alpha,
     step_axis,
+    step_label,
     title,
 )
 from lmc.workflows.records import (
@@ -35,11 +36,15 @@ from lmc.workflows.records import (
     InstabilityReplicatesRecord,
     InterpolationRecord,
 )
+from lmc.workflows.replicates import estimate, t_quantile_975
 
 
 def interpolation_figure(record: InterpolationRecord) -> Figure:
-    """Error and loss along the path between two networks, mean barriers marked; with the
-    aligned pair's curves (`record.aligned`) on the same axes, labelled "<split> (aligned)"."""
+    """Error and loss along the path between two networks: each split's curve, an arrow
+    from the endpoint mean up to the maximum (the mean barrier), and in the legend, below
+    the axes, the mean (Frankle et al.) and chord (Entezari et al.) barriers and the mean
+    definition's floor ½|f(0) − f(1)|; with the aligned pair's curves (`record.aligned`)
+    on the same axes, labelled "<split> (aligned)"."""
     alphas = np.asarray(record.alphas, float)
     curves = record.curves
     splits = ordered_splits(curves)
@@ -57,8 +62,9 @@ def interpolation_figure(record: InterpolationRecord) -> Figure:
         name += (f"\nsolid/dashed: as trained · dash-dot/dotted: B {record.aligned['method']}"
                  "-aligned" + (" · diamonds: + REPAIR" if repaired else ""))
     with matplotlib.rc_context(STYLE):
-        fig = Figure(figsize=((4.3 if aligned else 3.7) * len(metrics) + 0.3,
-                            3.4 + 1.3 * bool(aligned)),
+        # one legend row per curve, below each panel
+        rows = len(splits) * (1 + bool(aligned) + bool(repaired))
+        fig = Figure(figsize=(4.1 * len(metrics) + 0.3, 3.2 + 0.2 * rows + 0.3 * bool(aligned)),
                      layout="constrained")
         axes = fig.subplots(1, len(metrics), squeeze=False)[0]
         for axis, metric in zip(axes, metrics, strict=True):
@@ -66,7 +72,8 @@ def interpolation_figure(record: InterpolationRecord) -> Figure:
             for i, split in enumerate(shown):
                 values = per_alpha(curves[split][metric], alphas, f"curves.{split}.{metric}")
                 side = 0 if len(shown) == 1 else 1 - 2 * (i % 2)
-                _draw_path(axis, alphas, values, split, metric, side)
+                _draw_path(axis, alphas, values, split, metric, side,
+                           record.barriers.get(split, {}).get(metric, {}))
             for split in aligned:
                 if metric in aligned[split]:
                     values = per_alpha(aligned[split][metric], alphas,
@@ -82,11 +89,8 @@ def interpolation_figure(record: InterpolationRecord) -> Figure:
             alpha_axis(axis)
             axis.set_ylabel(METRIC_LABEL[metric])
             axis.set_ylim(bottom=0)
-            if aligned:  # six or more series: the legend goes below the axes
-                axis.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2,
-                            fontsize=8)
-            else:
-                axis.legend(loc="best")
+            # below the axes, never over the curves: the labels carry the barriers
+            axis.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), fontsize=8)
         fig.suptitle(f"Linear interpolation: {name}")
     return fig
 
@@ -124,54 +128,85 @@ def layerwise_figure(record: InterpolationRecord) -> Figure:
     y = np.arange(len(rows))
     whole = record.barriers.get(split, {}).get("error", {}).get("mean")
     with matplotlib.rc_context(STYLE):
-        fig = Figure(figsize=(6.0, 1.6 + 0.5 * len(rows)), layout="constrained")
+        fig = Figure(figsize=(6.0, 2.2 + 0.5 * len(rows)), layout="constrained")
         axis = fig.add_subplot()
+        values = {mode: [100 * float(row[mode][split]["error"]) for row in rows]
+                  for mode, _, _ in modes}
+        right = max([v for vs in values.values() for v in vs] + [100 * (whole or 0.0), 1e-9])
         for j, (mode, label, colour) in enumerate(modes):
-            values = [100 * float(row[mode][split]["error"]) for row in rows]
-            bars = axis.barh(y + (j - 0.5) * 0.4, values, height=0.38, color=colour, label=label)
-            axis.bar_label(bars, fmt="%.2f", padding=2, fontsize=9)
+            bars = axis.barh(y + (j - 0.5) * 0.4, values[mode], height=0.38, color=colour,
+                             label=label)
+            for bar, value in zip(bars, values[mode], strict=True):
+                _bar_value(axis, bar, value, None if whole is None else 100 * whole, right)
         if whole is not None:
             axis.axvline(100 * whole, color=GREY, ls="--", lw=1.2,
                          label=f"whole network ({100 * whole:.2f})")
         axis.set_yticks(y, blocks)
         axis.invert_yaxis()
         axis.grid(axis="y", visible=False)
-        axis.margins(x=0.12)
-        axis.set_xlim(left=0)
+        axis.set_xlim(0, 1.16 * right)
         axis.set_xlabel(f"{split} error barrier (percentage points)")
-        axis.legend(loc="lower left", bbox_to_anchor=(0, 1.0), ncol=3, handlelength=1.5,
-                    columnspacing=1.0, borderaxespad=0.2)
+        # below the axes: three long entries do not fit above them
+        axis.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2,
+                    handlelength=1.5, columnspacing=1.0)
         fig.suptitle(f"Layer-wise interpolation: {title(record.model, record.data)}")
     return fig
 
 
-def _draw_path(axis: Axes, alphas: np.ndarray, values: np.ndarray, split: str, metric: str,
-               side: int) -> None:
-    """One split's curve, its endpoints, and an arrow from the endpoint mean to the maximum
-    labelled with the mean barrier (Frankle et al. 2020; Ainsworth et al. 2022).
+def _bar_value(axis: Axes, bar, value: float, whole: float | None, right: float) -> None:
+    """The value of one horizontal bar at its end: outside, unless the whole-network line
+    lies where the label would be; then inside the bar (white), or past the line when
+    the bar is too short to hold it."""
+    width = 0.11 * right  # about five characters of 9 pt text on a 6 in wide figure
+    x, ha, colour, pad = value, "left", "black", 2
+    if whole is not None and value - 0.01 * right <= whole <= value + width:
+        if value >= 1.3 * width:
+            ha, colour, pad = "right", "white", -2
+        else:
+            x = whole
+    axis.annotate(f"{value:.2f}", xy=(x, bar.get_y() + 0.5 * bar.get_height()),
+                  xytext=(pad, 0), textcoords="offset points", ha=ha, va="center",
+                  color=colour, fontsize=9)
 
-    `side` (-1, 0 or 1) nudges the arrow and puts its label left or right of it, so that
-    the arrows of several splits with the same maximum stay apart.
+
+def _draw_path(axis: Axes, alphas: np.ndarray, values: np.ndarray, split: str, metric: str,
+               side: int, barriers: dict | None = None) -> None:
+    """One split's curve, its endpoints, and an arrow from the endpoint mean to the maximum
+    (the mean barrier; Frankle et al. 2020; Ainsworth et al. 2022). The numbers go into
+    the legend label, not over the curves: the mean and chord barriers (the record's
+    `barriers`, else computed from the curve) and the mean definition's floor
+    ½|f(0) − f(1)|, which the mean barrier reaches whenever the endpoints differ.
+
+    `side` (-1, 0 or 1) nudges the arrow, so that the arrows of several splits with the
+    same maximum stay apart.
     """
     colour, style, fill = SPLIT_STYLE.get(split, OTHER_SPLIT_STYLE)
-    if metric == "error":
-        values = 100 * values
-    axis.plot(alphas, values, color=colour, ls=style, label=split)
-    axis.plot(alphas[[0, -1]], values[[0, -1]], ls="none", marker="o", markersize=6,
-              color=colour, fillstyle=fill, markeredgewidth=1.5)
+    scale = 100 if metric == "error" else 1
+    values = scale * values
     i = int(np.argmax(values))
     at, top, base = alphas[i] + 0.012 * side, values[i], 0.5 * (values[0] + values[-1])
+    barriers = barriers or {}
+    mean = scale * barriers["mean"] if "mean" in barriers else top - base
+    chord = (scale * barriers["chord"] if "chord" in barriers
+             else float(np.max(values - ((1 - alphas) * values[0] + alphas * values[-1]))))
+    floor = 0.5 * abs(values[0] - values[-1])
+    number = "{:.1f}".format if metric == "error" else _loss_number
+    unit = " pts" if metric == "error" else ""
+    label = (f"{split}: barrier {number(mean)}{unit} (mean), {number(chord)} (chord); "
+             f"floor {number(floor)}")
+    axis.plot(alphas, values, color=colour, ls=style, label=label)
+    axis.plot(alphas[[0, -1]], values[[0, -1]], ls="none", marker="o", markersize=6,
+              color=colour, fillstyle=fill, markeredgewidth=1.5)
     axis.plot([at - 0.05, at + 0.05], [base, base], color=colour, lw=1.2)
     if top > base:
         axis.annotate("", xy=(at, top), xytext=(at, base),
                       arrowprops={"arrowstyle": "->", "color": colour, "lw": 1.3,
                                   "shrinkA": 0, "shrinkB": 0})
-    right = at < 0.2 or (side >= 0 and at <= 0.8)
-    text = f"{top - base:.1f} pts" if metric == "error" else f"{top - base:.3g}"
-    axis.annotate(f"barrier {text}", xy=(at, 0.5 * (top + base)), xytext=(5 if right else -5, 0),
-                  textcoords="offset points", ha="left" if right else "right", va="center",
-                  color=colour, fontsize=9,
-                  bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8})
+
+
+def _loss_number(value: float) -> str:
+    """A loss difference with three significant digits; "<0.001" below that."""
+    return f"{value:.3g}" if value == 0 or abs(value) >= 1e-3 else "<0.001"
 
 
 def _barrier_series(points: list[dict], key: str = "error_barrier"
@@ -196,47 +231,97 @@ def _instability_title(record: InstabilityRecord) -> str:
     return title(record.config.get("model"), record.config.get("dataset"))
 
 
+def _pair_estimates(point: dict, key: str = "error_barrier") -> dict[str, dict]:
+    """The test error barriers of one spawn step as estimates over its pairs
+    (`lmc.workflows.replicates.estimate`): "error" (mean definition), "error_chord" and
+    "floor" (½|E(0) − E(1)|) from each pair (`key` "aligned_error_barrier": the mean
+    definition after alignment); a 95% t-interval only for n >= 3 pairs. Without pairs
+    (records that kept only the summary) the mean definition from `point[key]`: its
+    values are its min and max for two pairs (exactly the two), none for more."""
+    pairs = [p for p in point.get("pairs") or [] if isinstance(p, dict)]
+    if key == "aligned_error_barrier":
+        pairs = [p["aligned"] for p in pairs if isinstance(p.get("aligned"), dict)]
+    found: dict[str, list[float]] = {"error": [], "error_chord": [], "floor": []}
+    for pair in pairs:
+        barrier = pair.get("barriers", {}).get("test", {}).get("error", {})
+        ends = pair.get("curves", {}).get("test", {}).get("error")
+        if "mean" in barrier:
+            found["error"].append(float(barrier["mean"]))
+        if "chord" in barrier:
+            found["error_chord"].append(float(barrier["chord"]))
+        if ends:
+            found["floor"].append(0.5 * abs(float(ends[0]) - float(ends[-1])))
+    out = {}
+    if found["error"] and len(found["error"]) == len(pairs):
+        for name, values in found.items():
+            if len(values) == len(pairs):
+                out[name] = _few(estimate(values))
+        return out
+    summary = point[key]
+    n, mean = int(summary.get("n", 1)), float(summary["mean"])
+    std = summary.get("std")
+    interval = None
+    if n >= 3 and std is not None and math.isfinite(float(std)):
+        # the summary's std is the population one (ddof 0)
+        half = t_quantile_975(n - 1) * float(std) / math.sqrt(n - 1)
+        interval = [mean - half, mean + half]
+    values = ([float(summary["min"]), float(summary["max"])]
+              if n == 2 and "min" in summary and "max" in summary else [])
+    out["error"] = {"mean": mean, "interval": interval, "values": values, "n": n}
+    return out
+
+
+def _few(est: dict) -> dict:
+    """An estimate without its interval below three values: the 95% t-interval of two
+    is wider than their range says anything about."""
+    return est if est["n"] >= 3 else {**est, "interval": None}
+
+
 def instability_figure(record: InstabilityRecord) -> Figure:
-    """Instability (test error barrier between children) against the spawn step k.
+    """Instability (test error barrier between children) against the spawn step k: for
+    the chord definition (Entezari et al.), the mean definition (Frankle et al.) and its
+    floor ½|E(0) − E(1)|, the mean over pairs as the line and every pair's value as a
+    dot, with a 95% t-interval only where there are at least three pairs (records that
+    kept only the summary: the mean definition alone).
 
     Frankle, Dziugaite, Roy & Carbin 2020: a network is stable at k when the barrier is
     below the record's threshold (`lmc.constants.STABILITY_THRESHOLD`, 2 percentage points).
     """
-    _, steps, means, stds = _barrier_series(record.points)
+    if not record.points:
+        raise LmcError("instability record has no points")
+    points = sorted(record.points, key=lambda p: p["step"])
+    steps = [int(p["step"]) for p in points]
+    estimates = [_pair_estimates(p) for p in points]
     threshold = 100 * float(record.threshold)
     details = [f"{record.children} children per step"]
     if record.dense_test_accuracy is not None:
         details.append(f"dense test accuracy {100 * record.dense_test_accuracy:.1f}%")
     with matplotlib.rc_context(STYLE):
-        fig = Figure(figsize=(5.2, 3.6), layout="constrained")
+        fig = Figure(figsize=(6.0, 4.6), layout="constrained")
         axis = fig.add_subplot()
-        aligned = [p for p in record.points if "aligned_error_barrier" in p]
-        # hollow and wide, so that an aligned line drawn over it (often identical) shows it
-        naive = {"ms": 8, "mfc": "none", "mew": 1.5, "lw": 2.6} if aligned else {}
-        axis.plot(steps, means, color=BLUE, marker="o", **naive,
-                  label="naive, mean over pairs" if aligned else "mean over pairs")
-        bars = [(k, m, s) for k, m, s in zip(steps, means, stds, strict=True) if s is not None]
-        if bars:
-            k, m, s = zip(*bars, strict=True)
-            axis.errorbar(k, m, yerr=s, fmt="none", ecolor=BLUE, elinewidth=1.2, capsize=3,
-                          label="± std")
-        top = max([threshold] + [m + (s or 0) for m, s in zip(means, stds, strict=True)])
-        if aligned:  # the barrier after permutation alignment of every pair
-            _, a_steps, a_means, a_stds = _barrier_series(aligned, "aligned_error_barrier")
-            axis.errorbar(a_steps, a_means, yerr=[s or 0 for s in a_stds], color=VERMILLION,
-                          marker="s", ms=4, capsize=3, elinewidth=1.0, ls="--",
-                          label=f"after {record.align or 'permutation'} matching ± std")
-            top = max([top] + [m + (s or 0) for m, s in zip(a_means, a_stds, strict=True)])
+        bars = False
+        for key, (label, colour, ls, dodge) in BARRIER_STYLE.items():
+            if all(key in e for e in estimates):
+                chosen = [e[key] for e in estimates]
+                bars |= any(c.get("interval") is not None for c in chosen)
+                draw_replicates(axis, steps, chosen, colour, label,
+                                ls=ls, lw=1.2 if key == "floor" else 1.8,
+                                marker="d" if key == "floor" else "o", bars=True,
+                                dodge=dodge)
+        if all("aligned_error_barrier" in p for p in points):
+            aligned = [_pair_estimates(p, "aligned_error_barrier")["error"] for p in points]
+            bars |= any(a.get("interval") is not None for a in aligned)
+            draw_replicates(axis, steps, aligned, VERMILLION,
+                            f"mean definition after {record.align or 'permutation'} matching",
+                            marker="s", ls="--", lw=1.4, bars=True, dodge=10.0)
         axis.axhline(threshold, color=GREY, ls="--", lw=1.2,
                      label=f"stable below {threshold:g} pts")
         step_axis(axis, steps)
-        axis.set_ylim(0, 1.15 * top if top > 0 else 1)
-        axis.set_xlabel("spawn step k (iterations, log scale)")
+        axis.set_xlabel(step_label(steps))
         axis.set_ylabel("instability: test error\nbarrier (percentage points)")
-        if aligned:  # four entries: below the axes, never over the data
-            fig.legend(*axis.get_legend_handles_labels(), loc="outside lower center", ncol=2)
-        else:
-            axis.legend(loc="best")
+        axis.set_ylim(bottom=0)
+        replicates_legend(fig, axis, bars=True, each="pair (lines: their mean)",
+                          interval="bars: 95% t-interval (n ≥ 3 pairs)" if bars else "")
         fig.suptitle("\n".join([f"Instability analysis: {_instability_title(record)}",
                                 ", ".join(details)]).strip())
     return fig
@@ -317,34 +402,52 @@ def spawn_curves_figure(record: InstabilityRecord) -> Figure:
     return fig
 
 
+def _with_accuracy(label: str, accuracy: float | None) -> str:
+    """ "label (dense 90.4%)", or "label (control; dense 90.4%)" when the label already
+    ends in parentheses: never two in a row."""
+    if accuracy is None:
+        return label
+    dense = f"dense {100 * accuracy:.1f}%"
+    return f"{label[:-1]}; {dense})" if label.endswith(")") else f"{label} ({dense})"
+
+
 def instability_comparison_figure(record: InstabilityComparison) -> Figure:
     """Several instability analyses on one axis: `record.series` maps a label to the
-    points (and dense accuracy) of an instability record, e.g. with and without warmup."""
+    points (and dense accuracy) of an instability record, e.g. with and without warmup.
+    Per series the mean test error barrier (mean definition) over pairs as the line,
+    every pair's value as a dot (for two pairs: the summary's min and max) and a 95%
+    t-interval only where there are at least three pairs."""
     if not record.series:
         raise LmcError("instability comparison has no series")
     colours = [VERMILLION, BLUE, GREEN, ORANGE, GREY]
     markers = ["o", "s", "^", "D", "v"]
-    all_steps, top = [], 0.0
+    all_steps, bars = [], False
     with matplotlib.rc_context(STYLE):
-        fig = Figure(figsize=(5.6, 3.7), layout="constrained")
+        fig = Figure(figsize=(5.8, 4.4), layout="constrained")
         axis = fig.add_subplot()
+        count_series = len(record.series)
         for i, (label, series) in enumerate(record.series.items()):
-            _, steps, means, stds = _barrier_series(series["points"])
+            if not series["points"]:
+                raise LmcError("instability record has no points")
+            points = sorted(series["points"], key=lambda p: p["step"])
+            steps = [int(p["step"]) for p in points]
+            chosen = [_pair_estimates(p)["error"] for p in points]
+            bars |= any(c.get("interval") is not None for c in chosen)
             colour, marker = colours[i % len(colours)], markers[i % len(markers)]
-            accuracy = series.get("dense_test_accuracy")
-            if accuracy is not None:
-                label = f"{label} (dense {100 * accuracy:.1f}%)"
-            axis.errorbar(steps, means, yerr=[s or 0 for s in stds], color=colour,
-                          marker=marker, capsize=3, elinewidth=1.0, label=label)
+            draw_replicates(axis, steps, chosen, colour,
+                            _with_accuracy(label, series.get("dense_test_accuracy")),
+                            marker=marker, bars=True,
+                            dodge=4.0 * (i - 0.5 * (count_series - 1)))
             all_steps += steps
-            top = max([top] + [m + (s or 0) for m, s in zip(means, stds, strict=True)])
         threshold = 100 * float(record.threshold)
         axis.axhline(threshold, color=GREY, ls="--", lw=1.2,
                      label=f"stable below {threshold:g} pts")
-        step_axis(axis, sorted(set(all_steps)))
-        axis.set_ylim(0, 1.15 * max(top, threshold))
-        axis.set_xlabel("spawn step k (iterations, log scale)")
+        steps = sorted(set(all_steps))
+        step_axis(axis, steps)
+        axis.set_ylim(bottom=0)
+        axis.set_xlabel(step_label(steps))
         axis.set_ylabel("instability: test error\nbarrier (percentage points)")
-        axis.legend(loc="best")
+        replicates_legend(fig, axis, bars=True, each="pair (lines: their mean)",
+                          interval="bars: 95% t-interval (n ≥ 3 pairs)" if bars else "")
         fig.suptitle(str(record.title))
     return fig

@@ -47,6 +47,13 @@ def _densities(record: ImpRecord) -> list[float]:
     return [float(lv["density"]) for levels in record.methods.values() for lv in levels]
 
 
+# barrier key -> (label, colour, line style, sideways shift of its bars in points): the
+# definitions drawn side by side, in every barrier figure
+BARRIER_STYLE = {"error_chord": ("chord definition (Entezari et al.)", ORANGE, "-", -5.0),
+                 "error": ("mean definition (Frankle et al.)", BLUE, "-", 0.0),
+                 "floor": ("floor of the mean definition, ½|E(0) − E(1)|", BLUE, ":", 5.0)}
+
+
 def imp_accuracy_figure(record: ImpRecord) -> Figure:
     """Test accuracy against density, one line per method, with the dense accuracy and
     its matching band."""
@@ -57,10 +64,12 @@ def imp_accuracy_figure(record: ImpRecord) -> Figure:
         f"rewind to step {rewind}" if rewind is not None else "",
         f"{record.criterion} criterion" if record.criterion else "") if x)
     with matplotlib.rc_context(STYLE):
-        fig = Figure(figsize=(5.6, 3.8), layout="constrained")
+        fig = Figure(figsize=(7.4, 3.9), layout="constrained")
         axis = fig.add_subplot()
-        axis.axhspan(dense - tolerance, dense, color=GREY, alpha=0.15, lw=0,
-                     label=f"matching (within {tolerance:g} pts)")
+        # a level is matching when its accuracy is at least dense − tolerance: the band
+        # is that tolerance, under the dense line
+        axis.axhspan(dense - tolerance, dense, color=GREEN, alpha=0.3, lw=0, zorder=0.5,
+                     label=f"matching band: ≥ dense − {tolerance:g} pts")
         axis.axhline(dense, color=GREY, ls="--", lw=1.2, label=f"dense {dense:.1f}%")
         for name, levels in record.methods.items():
             colour, marker, label = METHOD_STYLE.get(name, (GREY, ".", name))
@@ -70,7 +79,8 @@ def imp_accuracy_figure(record: ImpRecord) -> Figure:
                       lw=2.2 if name == "imp" else 1.4, zorder=3 if name == "imp" else 2)
         density_axis(axis, _densities(record))
         axis.set_ylabel("test accuracy (%)")
-        axis.legend(loc="lower left")
+        # right of the axes, never over the lines
+        axis.legend(loc="center left", bbox_to_anchor=(1.02, 0.5))
         fig.suptitle("\n".join([f"Pruning: {_imp_title(record)}", details]).strip())
     return fig
 
@@ -97,15 +107,17 @@ def imp_barriers_figure(record: ImpRecord) -> Figure:
         axis = fig.add_subplot()
         x = [100 * lv["density"] for lv in imp]
         matching = [bool(lv.get("matching")) for lv in imp]
-        lines = [("error", "mean definition", BLUE, "-")]
-        if all("error_chord" in lv["successive_barrier"] for lv in imp):
-            lines.insert(0, ("error_chord", "chord definition", ORANGE, "-"))
-            floor = [100 * lv["successive_barrier"]["floor"] for lv in imp]
-            axis.plot(x, floor, color=BLUE, ls=":", lw=1.2,
-                      label="floor of the mean definition, ½|E(0) − E(1)|")
-        for key, label, colour, style in lines:
+        # the definitions of `BARRIER_STYLE` the record has (before the chord was
+        # measured: the mean only), each as the replicates figures draw it
+        for key, (label, colour, ls, _) in BARRIER_STYLE.items():
+            if not all(key in lv["successive_barrier"] for lv in imp):
+                continue
             y = [100 * lv["successive_barrier"][key] for lv in imp]
-            axis.plot(x, y, color=colour, ls=style, lw=1.4, zorder=2, label=label)
+            if key == "floor":
+                axis.plot(x, y, color=colour, ls=ls, lw=1.2, marker="d", ms=4, zorder=2,
+                          label=label)
+                continue
+            axis.plot(x, y, color=colour, ls=ls, lw=1.4, zorder=2, label=label)
             # filled: the level is matching; hollow: it is not
             axis.scatter(x, y, s=30, zorder=3, color=colour,
                          facecolors=[colour if m else "white" for m in matching])
@@ -134,9 +146,11 @@ def draw_replicates(axis: Axes, x: Sequence[float], estimates: Sequence[dict], c
     mean = np.asarray([100 * e["mean"] for e in estimates])
     low, high = (100 * np.asarray(b) for b in zip(*map(bounds, estimates), strict=True))
     shifted = offset_copy(axis.transData, fig=axis.figure, x=dodge, units="points")
-    if bars:
-        axis.vlines(x, low, high, color=colour, lw=1.4, alpha=0.75, zorder=zorder - 0.5,
-                    transform=shifted)
+    if bars:  # none where there is no interval (a single value, or too few to say)
+        some = [i for i, e in enumerate(estimates) if e.get("interval") is not None]
+        if some:
+            axis.vlines(np.asarray(x, float)[some], low[some], high[some], color=colour,
+                        lw=1.4, alpha=0.75, zorder=zorder - 0.5, transform=shifted)
     else:
         axis.fill_between(x, low, high, color=colour, alpha=0.18, lw=0, zorder=zorder - 0.5)
     axis.plot(x, mean, color=colour, ls=ls, lw=lw, zorder=zorder, label=label,
@@ -144,13 +158,15 @@ def draw_replicates(axis: Axes, x: Sequence[float], estimates: Sequence[dict], c
     faces = colour if filled is None else [colour if f else "white" for f in filled]
     axis.scatter(x, mean, s=28, color=colour, facecolors=faces, marker=marker,
                  zorder=zorder + 0.5, transform=shifted)
-    seeds = [(xi, 100 * v) for xi, e in zip(x, estimates, strict=True) for v in e["values"]]
-    axis.scatter(*zip(*seeds, strict=True), s=9, color=colour, alpha=0.55, marker=marker,
-                 lw=0, zorder=zorder + 0.2, transform=shifted)
+    seeds = [(xi, 100 * v) for xi, e in zip(x, estimates, strict=True)
+             for v in e.get("values") or []]
+    if seeds:
+        axis.scatter(*zip(*seeds, strict=True), s=9, color=colour, alpha=0.55,
+                     marker=marker, lw=0, zorder=zorder + 0.2, transform=shifted)
     # artists drawn through a shifted transform are left out of autoscaling
     axis.update_datalim([*seeds, *zip(x, low, strict=True), *zip(x, high, strict=True)])
     axis.autoscale_view()
-    return float(min(low.min(), min(v for _, v in seeds)))
+    return float(min([low.min(), *(v for _, v in seeds)]))
 
 
 def _replicates_details(record: ImpReplicatesRecord) -> str:
@@ -166,15 +182,19 @@ def _tolerance_label(record: ImpReplicatesRecord) -> str:
     return f"matching band: dense ± {100 * tol['value']:.2f} pts ({how})"
 
 
-def replicates_legend(fig: Figure, axis: Axes, bars: bool = False) -> None:
+def replicates_legend(fig: Figure, axis: Axes, bars: bool = False, each: str = "seed",
+                      interval: str | None = None) -> None:
     """The legend under the axes, where it never covers data; the intervals (shaded or
-    bars) and seed dots explained once, in grey."""
-    if bars:
-        axis.vlines([], [], [], color=GREY, lw=1.4, label="bars: 95% t-interval")
+    bars; `interval`: their label, "" for none drawn) and the dots of each `each`
+    ("seed", "pair") explained once, in grey."""
+    if interval == "":
+        pass
+    elif bars:
+        axis.vlines([], [], [], color=GREY, lw=1.4, label=interval or "bars: 95% t-interval")
     else:
         axis.fill_between([], [], color=GREY, alpha=0.18, lw=0,
-                          label="shaded: 95% t-interval")
-    axis.scatter([], [], s=9, color=GREY, alpha=0.55, lw=0, label="dots: each seed")
+                          label=interval or "shaded: 95% t-interval")
+    axis.scatter([], [], s=9, color=GREY, alpha=0.55, lw=0, label=f"dots: each {each}")
     fig.legend(*axis.get_legend_handles_labels(), loc="outside lower center", ncol=2,
                fontsize="small")
 
@@ -215,13 +235,6 @@ def _replicate_successive(record: ImpReplicatesRecord) -> list[dict]:
 def has_replicate_barriers(record: ImpReplicatesRecord) -> bool:
     """Whether the seeds measured the error barrier between successive IMP levels."""
     return bool(_replicate_successive(record))
-
-
-# barrier key -> (label, colour, line style, sideways shift of its bars in points): the
-# definitions drawn side by side
-BARRIER_STYLE = {"error_chord": ("chord definition (Entezari et al.)", ORANGE, "-", -5.0),
-                 "error": ("mean definition (Frankle et al.)", BLUE, "-", 0.0),
-                 "floor": ("floor of the mean definition, ½|E(0) − E(1)|", BLUE, ":", 5.0)}
 
 
 def draw_barriers(axis: Axes, x: Sequence[float], barriers: Sequence[dict],
@@ -269,6 +282,36 @@ def _floats(values: list) -> np.ndarray:
     return np.asarray(values, dtype=np.float64)
 
 
+# `lmc.core.prune_ratio.SafeRatio` statuses that make the ratio a bound, not a value
+_BOUND = {"above_grid": "≥", "below_grid": "<"}
+
+
+def _ratio_text(safe: dict, grid: np.ndarray) -> str:
+    """A safe ratio in percent; a bound where no crossing lies on the grid: "≥ 99.0%"
+    (safe on the whole grid), "< 1.0%" (unsafe from its first point)."""
+    status = safe.get("status")
+    if status == "above_grid":
+        return f"≥ {100 * float(grid[-1]):.1f}%"
+    if status == "below_grid":
+        return f"< {100 * float(grid[0]):.1f}%"
+    return f"{100 * safe['interpolated']:.1f}%"
+
+
+def _bound_marker(axis: Axes, status: str, grid: np.ndarray, colour: str) -> None:
+    """A bound on the safe ratio at the edge of the grid, with an arrow pointing the way
+    the true ratio lies: right from the last point (safe on the whole grid), left from
+    the first (unsafe from it)."""
+    at = float(grid[-1] if status == "above_grid" else grid[0])
+    direction = 1 if status == "above_grid" else -1
+    axis.annotate("", xy=(at + 0.06 * direction, 0.08), xytext=(at, 0.08),
+                  arrowprops={"arrowstyle": "->", "color": colour, "lw": 1.4},
+                  annotation_clip=False)
+    axis.plot([at], [0.08], marker="|", ms=10, mew=1.6, color=colour)
+    axis.annotate(f"{_BOUND[status]} {100 * at:.0f}%", xy=(at, 0.08), xytext=(0, 6),
+                  textcoords="offset points", ha="right" if direction > 0 else "left",
+                  color=colour, fontsize=8)
+
+
 def prune_ratio_figure(record: PruneRatioRecord) -> Figure:
     """The safe pruning ratio of one checkpoint (Paul et al. 2023; Zhang et al. 2024),
     three panels over the ratio p: the Gaussian-width prediction p_theory(R(p)) against p
@@ -293,6 +336,8 @@ def prune_ratio_figure(record: PruneRatioRecord) -> Figure:
             if safe["status"] == "crossing":
                 width.axvline(safe["interpolated"], color=colour, ls=style, lw=1, alpha=0.7)
                 width.plot([safe["interpolated"]], [safe["interpolated"]], "o", color=colour)
+            elif safe["status"] in _BOUND:  # no crossing on the grid: a bound, drawn so
+                _bound_marker(width, safe["status"], grid, colour)
             quad.plot(grid, _floats(c["quadratic"]), color=colour, ls=style,
                       label=f"{name}: gᵀΔ + ½ΔᵀHΔ")
             quad.plot(grid, 0.5 * lam * radius ** 2, color=colour, ls=style, lw=1, alpha=0.5,
@@ -319,7 +364,7 @@ def prune_ratio_figure(record: PruneRatioRecord) -> Figure:
         rayleigh.legend(loc="best")
         first = next(iter(criteria))
         safe = criteria[first]["safe"]
-        ratios = "; ".join(f"{ESTIMATOR_LABEL[k]} {100 * v['interpolated']:.1f}%"
+        ratios = "; ".join(f"{ESTIMATOR_LABEL[k]} {_ratio_text(v, grid)}"
                            for k, v in safe.items() if k in ESTIMATOR_LABEL)
         fig.suptitle(f"Safe pruning ratio: {title(record.model, record.data)}, {first} pruning"
                      f" — {ratios}")

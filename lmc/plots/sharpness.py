@@ -47,7 +47,10 @@ def spectrum_figure(record: SharpnessRecord) -> Figure:
             axis.axvline(lam, color=VERMILLION, ls="--", lw=1,
                          label="top eigenvalues (Lanczos)" if i == 0 else None)
         axis.set_xlabel("eigenvalue λ")
-        axis.set_ylabel("density (smoothed)")
+        # the density underflows to 0 far from the spectrum: such values are drawn at
+        # the floor, the bottom edge of the axis, and the label says so
+        axis.set_ylim(bottom=floor)
+        axis.set_ylabel("density (smoothed; below\n10⁻¹² × peak: at the bottom edge)")
         if tops:
             axis.legend(loc="best")
         scope = ", live weights" if record.masked else ""

@@ -98,15 +98,60 @@ def count(k: int) -> str:
     return f"{k / 1000:g}k" if k >= 1000 else str(k)
 
 
+def step_label(steps: Sequence[int]) -> str:
+    """The x label of `step_axis`, naming its scale honestly: symlog (linear below the
+    smallest positive k) when k = 0 is drawn, log when every k is positive."""
+    positive = [k for k in steps if k > 0]
+    if not positive:
+        return "spawn step k (iterations)"
+    if 0 in steps:
+        return f"spawn step k (iterations, symlog: linear below {count(min(positive))})"
+    return "spawn step k (iterations, log scale)"
+
+
+def percent(value: float) -> str:
+    """A percentage with at most three significant digits and no exponent: 100, 51.2,
+    6.87 -> "6.87", 0.05 -> "0.05"."""
+    text = f"{value:.3g}"
+    if "e" in text:  # tiny or huge: plain positional notation instead of 5e-05
+        text = np.format_float_positional(value, precision=3, unique=False, fractional=False,
+                                          trim="-")
+    return text
+
+
+def _round_ticks(low: float, high: float, mantissas: Sequence[float]) -> list[float]:
+    """Round numbers m·10^e (m in `mantissas`) in [low, high], largest first."""
+    out = []
+    for e in range(math.floor(math.log10(low)) - 1, math.ceil(math.log10(high)) + 1):
+        for m in mantissas:
+            t = float(f"{m * 10.0 ** e:.12g}")
+            if low * (1 - 1e-9) <= t <= high * (1 + 1e-9):
+                out.append(t)
+    return sorted(set(out), reverse=True)
+
+
 def density_axis(axis: Axes, densities: Sequence[float]) -> None:
-    """Weights remaining (%) on a log scale, decreasing to the right: sparsity grows."""
-    low = min(densities)
+    """Weights remaining (%) on a log scale, decreasing to the right: sparsity grows.
+
+    Major ticks at round percentages (100, 50, 20, 10, 5, 2, 1, ...; 1-1.5-2-3-5-7 steps,
+    then every 20%-pruning level, when the range is too narrow for three of those; the
+    sparsest density too, when it lies far past the last of them), labelled with at most
+    three significant digits, never as powers of ten; minor ticks, unlabelled, at the
+    densities drawn."""
+    fractions = [float(d) for d in densities if d is not None and float(d) > 0]
+    low = min(fractions) if fractions else 1.0
+    high = 100.0
     axis.set_xscale("log")
-    # Ticks at the densities of 20%-per-level pruning (0.8^n), at most about eight.
-    levels = max(1, math.floor(math.log(low) / math.log(0.8) + 1e-9))
-    every = max(1, math.ceil(levels / 8))
-    ticks = [100 * 0.8 ** n for n in range(0, levels + 1, every)]
-    axis.set_xticks(ticks, [f"{t:.3g}" for t in ticks])
+    ticks = _round_ticks(100 * low, high, (1, 2, 5))
+    if len(ticks) < 3:
+        ticks = _round_ticks(100 * low, high, (1, 1.5, 2, 3, 5, 7))
+    if len(ticks) < 3:  # a narrow range: the densities of 20%-per-level pruning (0.8^n)
+        levels = max(1, math.floor(math.log(low) / math.log(0.8) + 1e-9))
+        ticks = [100 * 0.8 ** n for n in range(levels + 1)]
+    if ticks[-1] > 1.5 * 100 * low:  # the sparsest level far past the last round tick
+        ticks.append(100 * low)
+    axis.set_xticks(ticks, [percent(t) for t in ticks])
+    axis.set_xticks(sorted({100 * d for d in fractions} - set(ticks)), minor=True)
     axis.xaxis.set_minor_formatter(NullFormatter())
     axis.set_xlim(105, 0.8 * low * 100)
     axis.set_xlabel("weights remaining (%, log scale)")
