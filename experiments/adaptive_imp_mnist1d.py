@@ -5,7 +5,10 @@ For each seed of the MLP setting (the recipe and run ids of experiments/imp_mnis
 rewinding to step 100): IMP at 20% per level for 16 levels (the runs of
 experiments/imp_connectivity_mnist1d.py), and adaptive IMP (`lmc imp --ratio auto`) with
 estimator C (the Gaussian-width threshold, Paul et al. 2023 §3.3 / Zhang et al. 2024; the
-default) and with the fine-tuning probe E (`--estimator probe`), each stopping when the
+default), with the fine-tuning probe E judged by training loss (`--estimator probe`) and
+with the probe judged by training accuracy (`--probe-criterion train_accuracy`, τ = 0.3
+fitted on seed 0 in experiments/probe_criteria_mnist1d.py; also with the candidates
+searched by bisection, `--probe-search bisection`), each stopping when the
 predicted ratio falls below 5% or two successive levels stop being linearly connected.
 
 Compute is counted in training steps (the dense trunk, T − k per level, the probe's
@@ -40,7 +43,13 @@ from imp_mnist1d import SETTINGS  # noqa: E402  (the IMP study's recipes: same r
 from predict_validation_mnist1d import t_interval  # noqa: E402
 
 REWIND = 100
-SCHEDULES = ("fixed 20%", "adaptive C", "adaptive probe")
+SCHEDULES = ("fixed 20%", "adaptive C", "adaptive probe", "adaptive probe, train accuracy",
+             "adaptive probe, train accuracy, bisection")
+# estimator and AdaptiveFraction options of each adaptive schedule
+ADAPTIVE = {"adaptive C": ("gaussian_width", {}), "adaptive probe": ("probe", {}),
+            "adaptive probe, train accuracy": ("probe", {"probe_criterion": "train_accuracy"}),
+            "adaptive probe, train accuracy, bisection": (
+                "probe", {"probe_criterion": "train_accuracy", "probe_search": "bisection"})}
 
 
 def schedule_row(record, predictions, total_steps: int) -> dict:
@@ -52,16 +61,20 @@ def schedule_row(record, predictions, total_steps: int) -> dict:
             "trunk_steps": total_steps}
 
 
-def seed_rows(config, seed: int, root: Path, dataset) -> dict:
+def seed_rows(config, seed: int, root: Path, dataset, out: dict | None = None) -> dict:
+    """Every schedule of one seed; those already in `out` (a cached row) are kept."""
     config = config.replace(seed=seed)
     total = config.total_steps(1)  # durations are in iterations here
-    out = {"seed": seed, "schedules": {}}
-    fixed = run_imp(config, levels=16, rewind=REWIND, root=root, dataset=dataset,
-                    successive_barriers=False, progress=False)
-    out["schedules"]["fixed 20%"] = schedule_row(fixed, [], total)
-    out["dense_test_accuracy"] = fixed.dense_test_accuracy
-    for name, estimator in (("adaptive C", "gaussian_width"), ("adaptive probe", "probe")):
-        adaptive = AdaptiveFraction(estimator, dataset=dataset)
+    out = out or {"seed": seed, "schedules": {}}
+    if "fixed 20%" not in out["schedules"]:
+        fixed = run_imp(config, levels=16, rewind=REWIND, root=root, dataset=dataset,
+                        successive_barriers=False, progress=False)
+        out["schedules"]["fixed 20%"] = schedule_row(fixed, [], total)
+        out["dense_test_accuracy"] = fixed.dense_test_accuracy
+    for name, (estimator, options) in ADAPTIVE.items():
+        if name in out["schedules"]:
+            continue
+        adaptive = AdaptiveFraction(estimator, dataset=dataset, **options)
         record = run_imp(config, levels=30, rewind=REWIND, fraction=adaptive, root=root,
                          dataset=dataset, progress=False)
         out["schedules"][name] = schedule_row(record, adaptive.predictions, total)
@@ -144,8 +157,8 @@ def plot(path: Path) -> list[Path]:
 
     record = json.loads(path.read_text())
     summary = record["summary"]
-    colours = dict(zip(SCHEDULES, ("k", "C0", "C1"), strict=True))
-    markers = ("o", "s", "^")
+    colours = dict(zip(SCHEDULES, ("k", "C0", "C1", "C2", "C3"), strict=True))
+    markers = ("o", "s", "^")  # seeds
     with mpl.rc_context(STYLE):
         fig = Figure(figsize=(11.5, 4.3), layout="constrained")
         acc_ax, cost_ax = fig.subplots(1, 2)
@@ -200,9 +213,11 @@ def main() -> None:
             # Each seed's row is kept beside the run store: the predictions are not runs,
             # so a rerun would otherwise repeat them.
             cached = args.root / f"adaptive_imp_mnist1d_seed{seed}.json"
-            if not cached.exists():
-                write_json(cached, seed_rows(config, seed, args.root, dataset))
-            rows.append(json.loads(cached.read_text()))
+            row = json.loads(cached.read_text()) if cached.exists() else None
+            if row is None or set(row["schedules"]) != set(SCHEDULES):
+                row = seed_rows(config, seed, args.root, dataset, row)
+                write_json(cached, row)
+            rows.append(row)
         record = {"study": "adaptive_imp_mnist1d", "setting": "mlp", "config": config.to_dict(),
                   "rewind": REWIND, "seeds": rows}
         record["summary"] = summarise(record)

@@ -218,8 +218,9 @@ def plot(path: Path) -> list[Path]:
         stats = [lv["lines"][key] for lv in levels]
         mean = [100 * s["mean"] for s in stats]
         ax.plot(d, mean, ls, marker="o", ms=3, color=colour, label=label)
-        ax.fill_between(d, [100 * s["lo"] for s in stats], [100 * s["hi"] for s in stats],
-                        color=colour, alpha=0.15, lw=0)
+        ax.fill_between(d, [max(0.0, 100 * s["lo"]) for s in stats],  # accuracy ≥ 0
+                        [min(100.0, 100 * s["hi"]) for s in stats], color=colour,
+                        alpha=0.15, lw=0)
 
     with mpl.rc_context(STYLE):
         fig = Figure(figsize=(13, 7.5), layout="constrained")
@@ -238,6 +239,7 @@ def plot(path: Path) -> list[Path]:
                        alpha=0.12, lw=0)
             ax.set_xscale("log")
             ax.invert_xaxis()
+            ax.set_ylim(bottom=0)
             ax.xaxis.set_major_locator(FixedLocator(d))
             ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{100 * x:.3g}%"))
             ax.xaxis.set_minor_locator(NullLocator())

@@ -23,6 +23,7 @@ from lmc.workflows.imp import ImpSettings, baselines, run_imp
 from lmc.workflows.prune_ratio import ADAPTIVE_ESTIMATORS, PROBE, AdaptiveFraction
 from lmc.workflows.records import ImpRecord, ImpReplicatesRecord
 from lmc.workflows.replicates import replicate_imp, seed_range
+from lmc.workflows.retraining import PROBE_CRITERIA, PROBE_SEARCHES
 
 LEVELS = 10  # default length of a fixed-ratio schedule
 ADAPTIVE_LEVELS = 30  # default cap of an adaptive (--ratio auto) schedule
@@ -51,6 +52,22 @@ def add_parser(subparsers) -> None:
     p.add_argument("--probe-steps", type=int, default=probe_steps,
                    help=f"with --estimator {PROBE}: fine-tuning steps per candidate ratio "
                    f"(default {probe_steps})")
+    criterion = _ADAPTIVE["probe_criterion"].default
+    p.add_argument("--probe-criterion", default=criterion, choices=PROBE_CRITERIA,
+                   help=f"with --estimator {PROBE}: a candidate passes while its training "
+                   "loss is within ε of the level's (train_loss) or its training accuracy "
+                   "within --probe-tolerance of the dense network's (train_accuracy; "
+                   f"validated on MNIST-1D, experiments/probe_criteria_mnist1d.md) "
+                   f"(default {criterion})")
+    tolerance = _ADAPTIVE["probe_tolerance"].default
+    p.add_argument("--probe-tolerance", type=float, default=tolerance,
+                   help=f"with --probe-criterion train_accuracy: the accuracy a candidate may "
+                   f"lose against the dense network (default {tolerance:g}, fitted on one "
+                   "MNIST-1D MLP)")
+    search = _ADAPTIVE["probe_search"].default
+    p.add_argument("--probe-search", default=search, choices=PROBE_SEARCHES,
+                   help=f"with --estimator {PROBE}: fine-tune every candidate (grid) or only "
+                   f"those a bisection for the first failure needs (default {search})")
     safety, floor = _ADAPTIVE["safety"].default, _ADAPTIVE["floor"].default
     p.add_argument("--safety", type=float, default=safety,
                    help=f"with --ratio auto: prune this multiple of the safe ratio "
@@ -162,7 +179,10 @@ def run(args: argparse.Namespace) -> None:
     levels = args.levels
     if args.fraction == "auto":
         fraction = AdaptiveFraction(args.estimator, safety=args.safety, floor=args.floor,
-                                    keep_dense=args.keep_dense, probe_steps=args.probe_steps)
+                                    keep_dense=args.keep_dense, probe_steps=args.probe_steps,
+                                    probe_criterion=args.probe_criterion,
+                                    probe_tolerance=args.probe_tolerance,
+                                    probe_search=args.probe_search)
         if levels is None and args.target_density is None:
             levels = ADAPTIVE_LEVELS
     else:

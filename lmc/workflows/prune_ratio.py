@@ -12,8 +12,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lmc.constants import PROBE_ACCURACY_TOLERANCE
 from lmc.core import masks
 from lmc.core import prune as pruning
+from lmc.core.evaluate import Evaluator
 from lmc.core.prune_ratio import (
     BASES,
     DEFAULT_BATCH_SIZE,
@@ -41,7 +43,12 @@ from lmc.errors import ConfigError, check_name
 from lmc.training.data import Dataset
 from lmc.workflows.opened import open_checkpoint
 from lmc.workflows.records import PruneRatioRecord
-from lmc.workflows.retraining import Solution, probe_safe_ratio
+from lmc.workflows.retraining import (
+    PROBE_CRITERIA,
+    PROBE_SEARCHES,
+    Solution,
+    probe_safe_ratio,
+)
 
 
 def _finite(values: Any) -> list:
@@ -192,16 +199,27 @@ class AdaptiveFraction:
     `EPSILONS` measured on the first network; None: the default): the measured ε of each
     level grows 60-160x as sparse networks underfit, which would make deeper levels look
     safer (experiments/predict_mnist1d.md). `basis` and `eigenvalues` are C's choices (see
-    `lmc.core.prune_ratio`). `run_imp` also stops an adaptive schedule when successive
-    levels stop being linearly connected."""
+    `lmc.core.prune_ratio`). With the probe, `probe_criterion` is how a candidate passes
+    (`lmc.workflows.retraining.PROBE_CRITERIA`); with "train_accuracy" the accuracy to
+    keep is the first network's (the dense one), fixed along the schedule like ε.
+    `run_imp` also stops an adaptive schedule when successive levels stop being linearly
+    connected."""
 
     def __init__(self, estimator: str = "gaussian_width", *, safety: float = 1.0,
                  floor: float = 0.05, cap: float = 0.9, examples: int = 1000,
                  grid_step: float = 0.01, keep_dense: Sequence[str] = (),
                  epsilon: float | str | None = None, basis: str = BASES[0],
                  eigenvalues: str = EIGENVALUES[0], probe_steps: int = PROBE_STEPS,
+                 probe_criterion: str = PROBE_CRITERIA[0],
+                 probe_tolerance: float = PROBE_ACCURACY_TOLERANCE,
+                 probe_search: str = PROBE_SEARCHES[0],
                  dataset: Dataset | None = None):
         check_name("estimator", estimator, ADAPTIVE_ESTIMATORS)
+        check_name("probe criterion", probe_criterion, PROBE_CRITERIA, "probe criteria")
+        check_name("probe search", probe_search, PROBE_SEARCHES)
+        self.probe_criterion, self.probe_tolerance = probe_criterion, float(probe_tolerance)
+        self.probe_search = probe_search
+        self.reference_accuracy: float | None = None
         if probe_steps < 1:
             raise ConfigError(f"the probe needs at least 1 step, got {probe_steps}")
         self.probe_steps = int(probe_steps)
@@ -238,16 +256,24 @@ class AdaptiveFraction:
         are part of the schedule's compute, recorded as `probe_steps`)."""
         start = time.perf_counter()
         solution = Solution.open(checkpoint, dataset=self.dataset)
-        if not isinstance(self.epsilon, float):
-            o = solution.opened
+        o = solution.opened
+        if self.probe_criterion == "train_accuracy":
+            if self.reference_accuracy is None:  # the first (dense) network's
+                self.reference_accuracy = float(
+                    Evaluator(o.eval_apply)(o.params, o.state, *o.split("train"))["accuracy"])
+        elif not isinstance(self.epsilon, float):
             self.epsilon = epsilon_of(self.epsilon, o.loss_fn(), o.params,
                                       o.batches("train", self.examples, DEFAULT_BATCH_SIZE))[0]
-        probe = probe_safe_ratio(solution, self.epsilon, steps=self.probe_steps,
-                                 keep_dense=self.keep_dense)
+        probe = probe_safe_ratio(
+            solution, self.epsilon if self.probe_criterion == "train_loss" else None,
+            steps=self.probe_steps, keep_dense=self.keep_dense, criterion=self.probe_criterion,
+            reference_accuracy=self.reference_accuracy, accuracy_tolerance=self.probe_tolerance,
+            search=self.probe_search)
         fraction = min(self.safety * probe.interpolated, self.cap)
         self.predictions.append({
             "level": level, "checkpoint": checkpoint, "safe_ratio": probe.interpolated,
-            "fraction": fraction, "epsilon": self.epsilon,
+            "fraction": fraction, "criterion": self.probe_criterion,
+            "epsilon": probe.epsilon, "reference_accuracy": probe.reference_accuracy,
             "probe_steps": self.probe_steps * len(probe.grid),
             "seconds": time.perf_counter() - start})
         return None if fraction < self.floor else fraction

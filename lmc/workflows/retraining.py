@@ -35,7 +35,7 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
-from lmc.constants import STABILITY_THRESHOLD
+from lmc.constants import PROBE_ACCURACY_TOLERANCE, STABILITY_THRESHOLD
 from lmc.core import masks
 from lmc.core import prune as pruning
 from lmc.core.compensation import bisect_largest
@@ -239,7 +239,7 @@ class ProbeResult:
     checkpoint: str
     steps: int
     lr: float
-    epsilon: float
+    epsilon: float | None  # None with the "train_accuracy" criterion
     reference_loss: float  # L(w_L) on the full training set
     grid: list[float]
     pruned_loss: list[float]  # right after pruning (the one-shot loss)
@@ -248,35 +248,104 @@ class ProbeResult:
     ratio: float
     interpolated: float
     status: str
+    criterion: str = "train_loss"  # `PROBE_CRITERIA`
+    finetuned_train_accuracy: list[float] | None = None
+    reference_accuracy: float | None = None  # with "train_accuracy": the accuracy to keep
+    accuracy_tolerance: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
-def probe_safe_ratio(solution: Solution, epsilon: float, *, grid: Sequence[float] | None = None,
-                     steps: int = 100, lr: float | None = None,
-                     keep_dense: Sequence[str] = ()) -> ProbeResult:
+PROBE_CRITERIA = ("train_loss", "train_accuracy")
+PROBE_SEARCHES = ("grid", "bisection")
+
+
+def accuracy_safe_ratio(grid: Any, accuracy: Any, reference: float, tolerance: float,
+                        accuracy_at_zero: float):
+    """The probe's "train_accuracy" rule: the largest candidate of `grid` before the first
+    whose fine-tuned `accuracy` falls below `reference` − `tolerance` (`SafeRatio`;
+    `accuracy_at_zero`, the unpruned network's, interpolates below the first candidate)."""
+    floor = reference - tolerance
+    return largest_safe_ratio(np.asarray(grid, float), np.asarray(accuracy, float) - floor,
+                              accuracy_at_zero - floor)
+
+
+def probe_safe_ratio(solution: Solution, epsilon: float | None, *,
+                     grid: Sequence[float] | None = None, steps: int = 100,
+                     lr: float | None = None, keep_dense: Sequence[str] = (),
+                     criterion: str = "train_loss", reference_accuracy: float | None = None,
+                     accuracy_tolerance: float = PROBE_ACCURACY_TOLERANCE,
+                     search: str = "grid") -> ProbeResult:
     """Estimator E: every candidate ratio of `grid` (default 0.05, 0.10, ..., 0.95) pruned
-    from w_L and fine-tuned from its projection for `steps`; p passes while the training
-    loss returns to within `epsilon` of L(w_L). The ratio is the largest candidate before
-    the first failure (`largest_safe_ratio`)."""
+    from w_L and fine-tuned from its projection for `steps`; the ratio is the largest
+    candidate before the first failure (`largest_safe_ratio`). A candidate passes
+
+    - "train_loss": while its training loss returns to within `epsilon` of L(w_L);
+    - "train_accuracy": while its training accuracy is at least `reference_accuracy` (the
+      dense network's in an IMP schedule; default w_L's own) minus `accuracy_tolerance`.
+      No test data is used. On the MNIST-1D MLP this criterion predicts the retrained safe
+      ratio to 0.03-0.09 where the loss criterion misses by 0.4
+      (experiments/probe_criteria_mnist1d.md): a network that fits its training set
+      recovers its accuracy long before its loss.
+
+    `search`: "grid" fine-tunes every candidate; "bisection" only those a bisection for
+    the first failure visits (⌈log2(n + 1)⌉ of n, assuming the candidates pass, then
+    fail), and the result lists those.
+    """
+    check_name("probe criterion", criterion, PROBE_CRITERIA, "probe criteria")
+    check_name("probe search", search, PROBE_SEARCHES)
     grid = np.arange(1, 20) / 20 if grid is None else np.asarray(grid, float)
-    if not epsilon > 0:
-        raise ConfigError(f"the loss tolerance epsilon must be positive, got {epsilon:g}")
+    if criterion == "train_loss" and not (epsilon is not None and epsilon > 0):
+        raise ConfigError(f"the loss tolerance epsilon must be positive, got {epsilon}")
+    if criterion == "train_accuracy" and not 0 <= accuracy_tolerance < 1:
+        raise ConfigError(f"the accuracy tolerance must be in [0, 1), got {accuracy_tolerance}")
     o = solution.opened
-    reference = float(Evaluator(o.eval_apply)(o.params, o.state, *o.split("train"))["loss"])
-    rows = finetune(solution, [solution.pruned_mask(float(p), keep_dense) for p in grid],
-                    steps, lr=lr)
+    before = Evaluator(o.eval_apply)(o.params, o.state, *o.split("train"))
+    reference = float(before["loss"])
+    if reference_accuracy is None:
+        reference_accuracy = float(before["accuracy"])
+
+    def tuned(p: float):
+        return finetune(solution, [solution.pruned_mask(float(p), keep_dense)], steps,
+                        lr=lr)[0]
+
+    def passes(after: dict[str, float]) -> bool:
+        if criterion == "train_loss":
+            return after["train_loss"] <= reference + epsilon
+        return after["train_accuracy"] >= reference_accuracy - accuracy_tolerance
+
+    if search == "grid":
+        rows = [tuned(p) for p in grid]
+    else:
+        visited: dict[float, Any] = {}
+
+        def holds(p: float) -> bool:
+            visited[p] = tuned(p)
+            return passes(visited[p][1])
+
+        bisect_largest(holds, 0.0, 1.0, grid=grid)
+        grid = np.array(sorted(visited))
+        rows = [visited[p] for p in grid]
     finetuned = np.array([after["train_loss"] for _, after, _ in rows])
-    safe = largest_safe_ratio(grid, reference + epsilon - finetuned, epsilon)
+    accuracy = np.array([after["train_accuracy"] for _, after, _ in rows])
+    if criterion == "train_loss":
+        safe = largest_safe_ratio(grid, reference + epsilon - finetuned, epsilon)
+    else:
+        safe = accuracy_safe_ratio(grid, accuracy, reference_accuracy, accuracy_tolerance,
+                                   float(before["accuracy"]))
     return ProbeResult(
         str(solution.opened.path), int(steps),
-        float(local_config(solution.config, steps, lr).lr), float(epsilon), float(reference),
-        grid.tolist(), [before["train_loss"] for before, _, _ in rows], finetuned.tolist(),
+        float(local_config(solution.config, steps, lr).lr),
+        None if epsilon is None else float(epsilon), float(reference),
+        grid.tolist(), [before_["train_loss"] for before_, _, _ in rows], finetuned.tolist(),
         [after["test_accuracy"] for _, after, _ in rows], safe.ratio, safe.interpolated,
-        safe.status)
+        safe.status, criterion, accuracy.tolist(),
+        None if criterion == "train_loss" else float(reference_accuracy),
+        None if criterion == "train_loss" else float(accuracy_tolerance))
 
 
-__all__ = ["GROUND_TRUTH_SIBLING", "MeasuredRatio", "Outcome", "ProbeResult", "Solution",
-           "VARIANTS", "finetune", "local_config", "measured_safe_ratio", "probe_safe_ratio",
-           "rewind_retrain", "rewind_steps"]
+__all__ = ["GROUND_TRUTH_SIBLING", "MeasuredRatio", "Outcome", "PROBE_CRITERIA", "PROBE_SEARCHES",
+           "ProbeResult", "Solution", "VARIANTS", "accuracy_safe_ratio", "finetune",
+           "local_config", "measured_safe_ratio", "probe_safe_ratio", "rewind_retrain",
+           "rewind_steps"]

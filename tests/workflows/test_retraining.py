@@ -108,6 +108,30 @@ def test_probe_is_deterministic_and_uses_the_first_failure(level1):
         probe_safe_ratio(level1, epsilon=0.0, grid=grid, steps=5)
 
 
+def test_probe_judged_by_training_accuracy(level1):
+    grid = [0.1, 0.5, 0.9]
+    probe = probe_safe_ratio(level1, None, grid=grid, steps=20, criterion="train_accuracy",
+                             reference_accuracy=0.9, accuracy_tolerance=0.3)
+    assert probe.criterion == "train_accuracy" and probe.epsilon is None
+    accuracy = np.asarray(probe.finetuned_train_accuracy)
+    first_fail = next((i for i, a in enumerate(accuracy) if a < 0.9 - 0.3), None)
+    expected = grid[-1] if first_fail is None else (grid[first_fail - 1] if first_fail else 0.0)
+    assert probe.ratio == expected and (probe.reference_accuracy, probe.accuracy_tolerance) == (
+        0.9, 0.3)
+    # the same fine-tunings as the loss-judged probe: only the pass rule differs
+    loss = probe_safe_ratio(level1, 0.05, grid=grid, steps=20)
+    assert loss.finetuned_train_accuracy == probe.finetuned_train_accuracy
+    # bisection visits ⌈log2(3 + 1)⌉ = 2 of the 3 candidates and finds the same first failure
+    # (these candidates pass, then fail)
+    passes = accuracy >= 0.9 - 0.3
+    assert list(passes) == sorted(passes, reverse=True), accuracy  # pass, then fail
+    half = probe_safe_ratio(level1, None, grid=grid, steps=20, criterion="train_accuracy",
+                            reference_accuracy=0.9, accuracy_tolerance=0.3, search="bisection")
+    assert half.ratio == probe.ratio and len(half.grid) == 2
+    with pytest.raises(ConfigError, match="valid probe criteria"):
+        probe_safe_ratio(level1, 0.05, grid=grid, steps=5, criterion="test_accuracy")
+
+
 def test_the_local_variant_retrains_from_the_projection(imp, level1):
     measured = measured_safe_ratio(level1, dense_test_accuracy=imp.dense_test_accuracy,
                                    tolerance=0.05, threshold=0.05, variant="local",
