@@ -208,7 +208,8 @@ def test_adaptive_schedule_stops_and_baselines_follow_it(root, mnist1d):
 def test_adaptive_fraction_predicts_from_the_checkpoint(two_levels, mnist1d):
     from lmc.workflows.prune_ratio import AdaptiveFraction
 
-    adaptive = AdaptiveFraction(examples=500, grid_step=0.05, floor=0.05, dataset=mnist1d)
+    adaptive = AdaptiveFraction("gaussian_width", examples=500, grid_step=0.05, floor=0.05,
+                                dataset=mnist1d)
     f = adaptive(1, two_levels.methods["imp"][0]["checkpoint"])
     (prediction,) = adaptive.predictions
     assert prediction["lambda_max"] > 0 and prediction["epsilon"] > 0
@@ -226,7 +227,8 @@ def test_adaptive_fraction_by_the_probe(two_levels, mnist1d):
     """Estimator E in an adaptive schedule: fine-tuning steps are counted as compute."""
     from lmc.workflows.prune_ratio import AdaptiveFraction
 
-    adaptive = AdaptiveFraction("probe", probe_steps=10, examples=500, dataset=mnist1d)
+    adaptive = AdaptiveFraction("probe", probe_steps=10, examples=500, dataset=mnist1d,
+                                probe_criterion="train_loss", probe_search="grid")
     f = adaptive(1, two_levels.methods["imp"][0]["checkpoint"])
     (prediction,) = adaptive.predictions
     assert prediction["probe_steps"] == 10 * 19  # 19 candidates 0.05 ... 0.95
@@ -237,6 +239,13 @@ def test_adaptive_fraction_by_the_probe(two_levels, mnist1d):
     assert adaptive.epsilon == first  # fixed at the first level's
     with pytest.raises(ConfigError, match="at least 1 step"):
         AdaptiveFraction("probe", probe_steps=0)
+    # the default: judged by training accuracy against the first (dense) network, by
+    # bisection over the candidates (at most ⌈log2(20)⌉ = 5 fine-tunings)
+    default = AdaptiveFraction(probe_steps=10, dataset=mnist1d)
+    default(1, two_levels.methods["imp"][0]["checkpoint"])
+    (prediction,) = default.predictions
+    assert prediction["criterion"] == "train_accuracy" and prediction["probe_steps"] <= 50
+    assert prediction["reference_accuracy"] == default.reference_accuracy > 0
 
 
 def test_levels_rewind_to_another_run_pretrained_on_a_subset(two_levels, root, mnist1d):
