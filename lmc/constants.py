@@ -15,7 +15,12 @@ MATCHING_TOLERANCE = 0.01
 EXAMPLE_LOSS_THRESHOLD = 0.1
 
 # The fine-tuning probe judged by training accuracy (`lmc.workflows.retraining`): a
-# candidate ratio passes while the fine-tuned training accuracy stays within this of the
-# dense network's. Fitted on seed 0 of the MNIST-1D MLP's retrained ground truth, judged
-# on seeds 1-2 (experiments/probe_criteria_mnist1d.md); other settings may need another.
+# candidate ratio passes while the fine-tuned training accuracy stays within a tolerance
+# of the dense network's. A fixed 0.3 was fitted on seed 0 of the MNIST-1D MLP (held-out
+# error 0.044) and does not transfer to the convnet (0.34); the dense network's own
+# generalisation gap, train − test accuracy ("gap": the candidate must keep a training
+# accuracy of at least the dense network's test accuracy) fits both without fitting
+# anything (0.05-0.09; found after looking at the two fits, so a hypothesis that a third
+# setting should test: experiments/probe_criteria_mnist1d.md).
 PROBE_ACCURACY_TOLERANCE = 0.3
+PROBE_TOLERANCE_GAP = "gap"

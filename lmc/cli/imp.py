@@ -16,7 +16,7 @@ from lmc.cli._common import (
     format_estimate,
     write_result,
 )
-from lmc.constants import MATCHING_TOLERANCE
+from lmc.constants import MATCHING_TOLERANCE, PROBE_TOLERANCE_GAP
 from lmc.core.prune import CRITERIA
 from lmc.errors import ConfigError
 from lmc.workflows.imp import ImpSettings, baselines, run_imp
@@ -29,6 +29,17 @@ LEVELS = 10  # default length of a fixed-ratio schedule
 ADAPTIVE_LEVELS = 30  # default cap of an adaptive (--ratio auto) schedule
 
 _ADAPTIVE = inspect.signature(AdaptiveFraction).parameters
+
+
+def probe_tolerance(text: str) -> float | str:
+    """--probe-tolerance: a number, or the name of the dense network's generalisation gap."""
+    if text == PROBE_TOLERANCE_GAP:
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a number or {PROBE_TOLERANCE_GAP!r}, got {text!r}") from None
 
 
 def add_parser(subparsers) -> None:
@@ -60,10 +71,10 @@ def add_parser(subparsers) -> None:
                    f"validated on MNIST-1D, experiments/probe_criteria_mnist1d.md) "
                    f"(default {criterion})")
     tolerance = _ADAPTIVE["probe_tolerance"].default
-    p.add_argument("--probe-tolerance", type=float, default=tolerance,
-                   help=f"with --probe-criterion train_accuracy: the accuracy a candidate may "
-                   f"lose against the dense network (default {tolerance:g}, fitted on one "
-                   "MNIST-1D MLP)")
+    p.add_argument("--probe-tolerance", type=probe_tolerance, default=tolerance,
+                   help="with --probe-criterion train_accuracy: the training accuracy a "
+                   f"candidate may lose against the dense network, a number or {tolerance} "
+                   "(the dense network's train − test accuracy; the default)")
     search = _ADAPTIVE["probe_search"].default
     p.add_argument("--probe-search", default=search, choices=PROBE_SEARCHES,
                    help=f"with --estimator {PROBE}: fine-tune every candidate (grid) or only "

@@ -31,7 +31,8 @@ VALIDATION = ("validation (MNIST-1D, 3 seeds, against rewind-and-retrain): C's m
               "error 0.30 on an MLP, no better than a constant 0.2 (0.32); every estimator "
               "under-predicts the retrained safe ratio; Zhang et al.'s setting (L1, one-shot, "
               "no retraining): C within +0.04..+0.10. The fine-tuning probe judged by "
-              "training accuracy (lmc imp --ratio auto's default) predicts it to 0.044")
+              "training accuracy (lmc imp --ratio auto's default) predicts it to "
+              "0.05-0.08 (MLP, convnet)")
 # The rows of the table: the estimators (`ESTIMATORS`) in the order A, B, C, D.
 LABELS = {"lambda_max": "A  ½·λ_max·R² ≤ ε", "quadratic": "B  gᵀΔ + ½ΔᵀHΔ ≤ ε",
           "gaussian_width": "C  p ≤ p_theory(R)  (default)",

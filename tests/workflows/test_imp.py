@@ -246,6 +246,10 @@ def test_adaptive_fraction_by_the_probe(two_levels, mnist1d):
     (prediction,) = default.predictions
     assert prediction["criterion"] == "train_accuracy" and prediction["probe_steps"] <= 50
     assert prediction["reference_accuracy"] == default.reference_accuracy > 0
+    # the tolerance: the dense network's train − test accuracy, measured once
+    assert 0 <= prediction["accuracy_tolerance"] == default.probe_tolerance < 1
+    with pytest.raises(ConfigError, match="probe tolerance"):
+        AdaptiveFraction(probe_tolerance="wide")
 
 
 def test_levels_rewind_to_another_run_pretrained_on_a_subset(two_levels, root, mnist1d):
