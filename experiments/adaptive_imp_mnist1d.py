@@ -46,7 +46,8 @@ from predict_validation_mnist1d import t_interval  # noqa: E402
 REWIND = 100
 SCHEDULES = ("fixed 20%", "adaptive C", "adaptive probe", "adaptive probe, train accuracy",
              "adaptive probe, train accuracy, bisection", "adaptive probe, gap (default)",
-             "adaptive probe, gap, safety 0.75", "adaptive probe, gap, safety 0.5")
+             "adaptive probe, gap, safety 0.75", "adaptive probe, gap, safety 0.5",
+             "adaptive probe, gap, at least 20%")
 # estimator and AdaptiveFraction options of each adaptive schedule
 ADAPTIVE = {"adaptive C": ("gaussian_width", {}),
             "adaptive probe": ("probe", {"probe_criterion": "train_loss",
@@ -59,7 +60,8 @@ ADAPTIVE = {"adaptive C": ("gaussian_width", {}),
                           "probe_search": "bisection"}),
             "adaptive probe, gap (default)": ("probe", {}),
             "adaptive probe, gap, safety 0.75": ("probe", {"safety": 0.75}),
-            "adaptive probe, gap, safety 0.5": ("probe", {"safety": 0.5})}
+            "adaptive probe, gap, safety 0.5": ("probe", {"safety": 0.5}),
+            "adaptive probe, gap, at least 20%": ("probe", {"min_fraction": 0.2})}
 
 
 def schedule_row(record, predictions, total_steps: int) -> dict:
@@ -167,7 +169,7 @@ def plot(path: Path) -> list[Path]:
 
     record = json.loads(path.read_text())
     summary = record["summary"]
-    colours = dict(zip(SCHEDULES, ("k", "C0", "C1", "C2", "C3", "C4", "C5", "C6"),
+    colours = dict(zip(SCHEDULES, ("k", "C0", "C1", "C2", "C3", "C4", "C5", "C6", "C8"),
                        strict=True))
     markers = ("o", "s", "^")  # seeds
     with mpl.rc_context(STYLE):

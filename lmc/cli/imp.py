@@ -85,6 +85,10 @@ def add_parser(subparsers) -> None:
                    f"(default {safety:g})")
     p.add_argument("--floor", type=float, default=floor,
                    help=f"with --ratio auto: stop below this ratio (default {floor:g})")
+    least = _ADAPTIVE["min_fraction"].default
+    p.add_argument("--min-ratio", type=float, default=least, dest="min_fraction",
+                   help="with --ratio auto: prune at least this fraction per level while the "
+                   f"prediction stays above --floor, e.g. 0.2 (default {least:g})")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--levels", type=int,
                    help=f"pruning levels (default {LEVELS}; with --ratio auto at most "
@@ -190,6 +194,7 @@ def run(args: argparse.Namespace) -> None:
     levels = args.levels
     if args.fraction == "auto":
         fraction = AdaptiveFraction(args.estimator, safety=args.safety, floor=args.floor,
+                                    min_fraction=args.min_fraction,
                                     keep_dense=args.keep_dense, probe_steps=args.probe_steps,
                                     probe_criterion=args.probe_criterion,
                                     probe_tolerance=args.probe_tolerance,

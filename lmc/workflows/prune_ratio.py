@@ -192,8 +192,9 @@ ADAPTIVE_ESTIMATORS = (*ESTIMATORS, PROBE)
 
 class AdaptiveFraction:
     """The pruning fraction of each level from the landscape: the predicted safe
-    ratio of the previous level's solution under `estimator`, times `safety`, at most
-    `cap`; None (stop: the valley has become too steep) once it falls below `floor`.
+    ratio of the previous level's solution under `estimator`, times `safety`, at least
+    `min_fraction` and at most `cap`; None (stop: the valley has become too steep) once
+    the prediction falls below `floor`.
 
     The default is the estimator that validated (experiments/probe_criteria_mnist1d.md,
     adaptive_imp_mnist1d.md): the fine-tuning probe judged by training accuracy against
@@ -213,7 +214,8 @@ class AdaptiveFraction:
     connected."""
 
     def __init__(self, estimator: str = PROBE, *, safety: float = 1.0,
-                 floor: float = 0.05, cap: float = 0.9, examples: int = 1000,
+                 floor: float = 0.05, cap: float = 0.9, min_fraction: float = 0.0,
+                 examples: int = 1000,
                  grid_step: float = 0.01, keep_dense: Sequence[str] = (),
                  epsilon: float | str | None = None, basis: str = BASES[0],
                  eigenvalues: str = EIGENVALUES[0], probe_steps: int = PROBE_STEPS,
@@ -238,7 +240,10 @@ class AdaptiveFraction:
         check_eigenvalues(eigenvalues)
         if not 0 < safety <= 1 or not 0 < floor < cap < 1:
             raise ConfigError("need 0 < safety <= 1 and 0 < floor < cap < 1")
+        if not 0 <= min_fraction < cap:
+            raise ConfigError(f"need 0 <= min_fraction < cap, got {min_fraction}")
         self.estimator, self.safety, self.floor, self.cap = estimator, safety, floor, cap
+        self.min_fraction = float(min_fraction)
         self.examples, self.keep_dense, self.dataset = examples, tuple(keep_dense), dataset
         self.basis, self.eigenvalues = basis, eigenvalues
         self.grid = ratio_grid(grid_step)
@@ -254,13 +259,13 @@ class AdaptiveFraction:
                                     eigenvalues=self.eigenvalues, dataset=self.dataset)
         self.epsilon = record.epsilon  # a number from now on: fixed for the later levels
         safe = record.criteria["magnitude"]["safe"][self.estimator]["interpolated"]
-        fraction = min(self.safety * safe, self.cap)
+        fraction = self._fraction(safe)
         self.predictions.append({
             "level": level, "checkpoint": checkpoint, "safe_ratio": safe,
             "fraction": fraction, "lambda_max": record.lambda_max,
             "trace": record.trace, "epsilon": record.epsilon,
             "seconds": record.seconds})
-        return None if fraction < self.floor else fraction
+        return None if self.safety * safe < self.floor else fraction
 
     def _probe(self, level: int, checkpoint: str) -> float | None:
         """Estimator E: fine-tune the candidates for `probe_steps` (their training steps
@@ -284,7 +289,7 @@ class AdaptiveFraction:
             steps=self.probe_steps, keep_dense=self.keep_dense, criterion=self.probe_criterion,
             reference_accuracy=self.reference_accuracy, accuracy_tolerance=self.probe_tolerance,
             search=self.probe_search)
-        fraction = min(self.safety * probe.interpolated, self.cap)
+        fraction = self._fraction(probe.interpolated)
         self.predictions.append({
             "level": level, "checkpoint": checkpoint, "safe_ratio": probe.interpolated,
             "fraction": fraction, "criterion": self.probe_criterion,
@@ -292,4 +297,9 @@ class AdaptiveFraction:
             "accuracy_tolerance": probe.accuracy_tolerance,
             "probe_steps": self.probe_steps * len(probe.grid),
             "seconds": time.perf_counter() - start})
-        return None if fraction < self.floor else fraction
+        return None if self.safety * probe.interpolated < self.floor else fraction
+
+    def _fraction(self, safe: float) -> float:
+        """safety × the predicted ratio, at least `min_fraction` (e.g. 0.2: never slower
+        than 20%-IMP while the prediction stays above the floor) and at most `cap`."""
+        return min(max(self.safety * safe, self.min_fraction), self.cap)

@@ -274,3 +274,14 @@ def test_levels_rewind_to_another_run_pretrained_on_a_subset(two_levels, root, m
             np.testing.assert_array_equal(np.asarray(w), np.where(m, w0, 0))
     # a different rewind point, so different solutions than IMP from the dense trunk
     assert record.methods["imp"][0]["run_id"] != two_levels.methods["imp"][0]["run_id"]
+
+
+def test_adaptive_fraction_bounds_the_predicted_ratio():
+    from lmc.workflows.prune_ratio import AdaptiveFraction
+
+    tail = AdaptiveFraction("gaussian_width", safety=0.5, min_fraction=0.2)
+    assert tail._fraction(0.3) == 0.2  # never less than 20%-IMP while above the floor
+    assert tail._fraction(0.9) == pytest.approx(0.45)
+    assert AdaptiveFraction(min_fraction=0.2)._fraction(0.99) == 0.9  # the cap
+    with pytest.raises(ConfigError, match="min_fraction"):
+        AdaptiveFraction(min_fraction=0.95)
