@@ -37,6 +37,7 @@ from lmc.core.prune_ratio import largest_safe_ratio
 from lmc.files import write_json
 from lmc.training.data import load_dataset
 from lmc.workflows.imp import run_imp
+from lmc.workflows.replicates import estimate
 from lmc.workflows.retraining import Solution, measured_safe_ratio, probe_safe_ratio
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -51,13 +52,14 @@ FITTED = "seed0_curve"
 
 
 def t_interval(values) -> dict:
-    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], float)
-    if v.size == 0:
+    """Mean and 95% Student-t interval of the finite values (`lmc.workflows.replicates
+    .estimate`, the one definition), as {"mean", "lo", "hi", "n"}; NaN bounds for one."""
+    v = [float(x) for x in values if x is not None and np.isfinite(x)]
+    if not v:
         return {"mean": None, "lo": None, "hi": None, "n": 0}
-    mean = float(v.mean())
-    half = float(stats.t.ppf(0.975, v.size - 1) * v.std(ddof=1) / np.sqrt(v.size)) \
-        if v.size > 1 else float("nan")
-    return {"mean": mean, "lo": mean - half, "hi": mean + half, "n": int(v.size)}
+    e = estimate(v)
+    lo, hi = (float("nan"), float("nan")) if e["interval"] is None else e["interval"]
+    return {"mean": e["mean"], "lo": lo, "hi": hi, "n": e["n"]}
 
 
 def predictions(path: str, dataset, epsilon: float | None, examples: int) -> dict:
