@@ -89,6 +89,10 @@ def add_parser(subparsers) -> None:
     p.add_argument("--min-ratio", type=float, default=least, dest="min_fraction",
                    help="with --ratio auto: prune at least this fraction per level while the "
                    f"prediction stays above --floor, e.g. 0.2 (default {least:g})")
+    most = _ADAPTIVE["cap"].default
+    p.add_argument("--max-ratio", type=float, default=most, dest="cap",
+                   help="with --ratio auto: prune at most this fraction per level, e.g. 0.5 "
+                   f"(default {most:g})")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--levels", type=int,
                    help=f"pruning levels (default {LEVELS}; with --ratio auto at most "
@@ -194,7 +198,7 @@ def run(args: argparse.Namespace) -> None:
     levels = args.levels
     if args.fraction == "auto":
         fraction = AdaptiveFraction(args.estimator, safety=args.safety, floor=args.floor,
-                                    min_fraction=args.min_fraction,
+                                    min_fraction=args.min_fraction, cap=args.cap,
                                     keep_dense=args.keep_dense, probe_steps=args.probe_steps,
                                     probe_criterion=args.probe_criterion,
                                     probe_tolerance=args.probe_tolerance,

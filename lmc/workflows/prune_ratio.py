@@ -277,7 +277,7 @@ class AdaptiveFraction:
             if self.reference_accuracy is None:  # the first (dense) network's
                 evaluate = Evaluator(o.eval_apply)
                 self.reference_accuracy = float(
-                    evaluate(o.params, o.state, *o.split("train"))["accuracy"])
+                    evaluate(o.params, o.state, *solution.train_split())["accuracy"])
                 if self.probe_tolerance == PROBE_TOLERANCE_GAP:  # its train − test gap
                     test = float(evaluate(o.params, o.state, *o.split("test"))["accuracy"])
                     self.probe_tolerance = max(0.0, self.reference_accuracy - test)

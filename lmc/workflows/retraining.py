@@ -47,7 +47,7 @@ from lmc.training.config import TrainConfig
 from lmc.training.data import Dataset, steps_per_epoch
 from lmc.training.rng import noise_keys
 from lmc.training.runs import Run, RunSpec, ensure_checkpoint, mask_id, train_runs
-from lmc.training.trainer import Trainer, TrainState
+from lmc.training.trainer import Trainer, TrainState, training_examples
 from lmc.workflows.opened import OpenedCheckpoint, open_checkpoint
 
 VARIANTS = ("rewind", "local")
@@ -91,6 +91,14 @@ class Solution:
                        None if rewind is None else int(rewind))
         trunk = Run.open(run_dir.parent / spec.parent)
         return cls(opened, spec.config, trunk, spec.start_step)
+
+    def train_split(self) -> tuple[Any, Any]:
+        """Inputs and labels of the examples this solution's recipe trains on (a subset's
+        kept ones, else the whole training split): the set the Trainer's training metrics,
+        and so the probe's fine-tuned accuracies, are measured on."""
+        x, y = self.opened.split("train")
+        kept = training_examples(self.config, self.opened.dataset)
+        return (x, y) if kept is None else (x[kept], y[kept])
 
     def pruned_mask(self, ratio: float, keep_dense: Sequence[str] = ()) -> Any:
         """The mask of w_L pruned by `ratio` of its live prunable weights (global magnitude)."""
@@ -240,7 +248,7 @@ class ProbeResult:
     steps: int
     lr: float
     epsilon: float | None  # None with the "train_accuracy" criterion
-    reference_loss: float  # L(w_L) on the full training set
+    reference_loss: float  # L(w_L) on the examples its recipe trains on
     grid: list[float]
     pruned_loss: list[float]  # right after pruning (the one-shot loss)
     finetuned_loss: list[float]
@@ -301,7 +309,7 @@ def probe_safe_ratio(solution: Solution, epsilon: float | None, *,
     if criterion == "train_accuracy" and not 0 <= accuracy_tolerance < 1:
         raise ConfigError(f"the accuracy tolerance must be in [0, 1), got {accuracy_tolerance}")
     o = solution.opened
-    before = Evaluator(o.eval_apply)(o.params, o.state, *o.split("train"))
+    before = Evaluator(o.eval_apply)(o.params, o.state, *solution.train_split())
     reference = float(before["loss"])
     if reference_accuracy is None:
         reference_accuracy = float(before["accuracy"])

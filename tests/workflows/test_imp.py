@@ -285,3 +285,14 @@ def test_adaptive_fraction_bounds_the_predicted_ratio():
     assert AdaptiveFraction(min_fraction=0.2)._fraction(0.99) == 0.9  # the cap
     with pytest.raises(ConfigError, match="min_fraction"):
         AdaptiveFraction(min_fraction=0.95)
+    assert AdaptiveFraction(cap=0.5)._fraction(0.8) == 0.5  # --max-ratio
+
+
+def test_cli_max_ratio_reaches_the_schedule(tmp_path, capsys):
+    """--max-ratio is the schedule's cap: one below the floor is one readable error."""
+    from lmc.cli import main
+
+    args = ["imp", "--model", "mlp", "--runs", str(tmp_path), "--no-progress",
+            "--ratio", "auto", "--max-ratio", "0.01"]
+    assert main(args) == 1
+    assert "floor < cap" in capsys.readouterr().err

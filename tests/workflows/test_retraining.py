@@ -6,7 +6,9 @@ import pytest
 from lmc.core import masks
 from lmc.core.evaluate import Evaluator
 from lmc.errors import ConfigError
-from lmc.training.runs import Run
+from lmc.training.runs import Run, RunSpec, train_run
+from lmc.training.subsets import Subset
+from lmc.training.trainer import Trainer
 from lmc.workflows.imp import run_imp
 from lmc.workflows.retraining import (
     GROUND_TRUTH_SIBLING,
@@ -130,6 +132,20 @@ def test_probe_judged_by_training_accuracy(level1):
     assert half.ratio == probe.ratio and len(half.grid) == 2
     with pytest.raises(ConfigError, match="valid probe criteria"):
         probe_safe_ratio(level1, 0.05, grid=grid, steps=5, criterion="test_accuracy")
+
+
+def test_a_subsets_probe_is_judged_on_the_examples_it_trains_on(root, mnist1d):
+    """With a data subset the reference accuracy and loss are the kept examples', as the
+    fine-tuned candidates' (the Trainer's training metrics) are: not the whole split."""
+    config = CONFIG.replace(subset=Subset.parse("random:0.5"), duration="40it")
+    run = train_run(RunSpec(config), root, dataset=mnist1d, progress=False)
+    solution = Solution.open(run.final_checkpoint(), dataset=mnist1d, rewind=0)
+    x, y = solution.train_split()
+    trainer = Trainer(config, mnist1d)
+    assert len(y) == len(trainer.y_train) < len(mnist1d.y_train)
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(trainer.x_train))
+    probe = probe_safe_ratio(solution, 0.05, grid=[0.5], steps=2)
+    assert probe.reference_loss == pytest.approx(run.result()["final"]["train_loss"], rel=1e-4)
 
 
 def test_the_local_variant_retrains_from_the_projection(imp, level1):
