@@ -381,7 +381,9 @@ def run_imp(
         criterion=s.criterion, keep_dense=list(s.keep_dense),
         fraction=None if s.adaptive else s.fraction, adaptive=s.adaptive,
         tolerance=s.tolerance, dense_test_accuracy=dense_accuracy, methods=lines,
-        summary=summary, adaptive_predictions=adaptive, predicted_max_sparsity=predicted,
+        summary=summary, adaptive_predictions=adaptive,
+        adaptive_settings=s.fraction.settings() if hasattr(s.fraction, "settings") else None,
+        predicted_max_sparsity=predicted,
         seconds=time.perf_counter() - start,
         extra={} if rewind_from is None else {"rewind_from": rewind_from.spec.run_id})
 

@@ -231,6 +231,7 @@ class AdaptiveFraction:
             raise ConfigError(f"the probe tolerance is a number in [0, 1) or "
                               f"{PROBE_TOLERANCE_GAP!r}, got {probe_tolerance!r}")
         self.probe_criterion, self.probe_tolerance = probe_criterion, probe_tolerance
+        self.probe_tolerance_rule = probe_tolerance  # "gap" stays "gap" here
         self.probe_search = probe_search
         self.reference_accuracy: float | None = None
         if probe_steps < 1:
@@ -298,6 +299,18 @@ class AdaptiveFraction:
             "probe_steps": self.probe_steps * len(probe.grid),
             "seconds": time.perf_counter() - start})
         return None if self.safety * probe.interpolated < self.floor else fraction
+
+    def settings(self) -> dict[str, Any]:
+        """What chooses the fractions, for the record: ε and the probe's accuracy
+        tolerance as they are used (numbers once the first network has set them)."""
+        return {"estimator": self.estimator, "safety": self.safety, "floor": self.floor,
+                "cap": self.cap, "min_fraction": self.min_fraction, "epsilon": self.epsilon,
+                "basis": self.basis, "eigenvalues": self.eigenvalues,
+                "examples": self.examples, "keep_dense": list(self.keep_dense),
+                "probe_steps": self.probe_steps, "probe_criterion": self.probe_criterion,
+                "probe_tolerance": self.probe_tolerance,
+                "probe_tolerance_rule": self.probe_tolerance_rule,
+                "probe_search": self.probe_search}
 
     def _fraction(self, safe: float) -> float:
         """safety × the predicted ratio, at least `min_fraction` (e.g. 0.2: never slower

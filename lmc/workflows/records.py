@@ -204,6 +204,8 @@ class ImpRecord(Record):
     methods: dict[str, list[dict[str, Any]]]
     summary: dict[str, dict[str, Any]]
     adaptive_predictions: list[dict[str, Any]] | None = None
+    # what chose an adaptive schedule's fractions (`AdaptiveFraction.settings`)
+    adaptive_settings: dict[str, Any] | None = None
     predicted_max_sparsity: float | None = None
     seconds: float = 0.0
 

@@ -203,6 +203,7 @@ def test_adaptive_schedule_stops_and_baselines_follow_it(root, mnist1d):
         assert [lv["fraction"] for lv in levels[1:]] == [0.5, 0.3]
         assert levels[2]["density"] == pytest.approx(0.5 * 0.7, abs=0.01)
     assert record.adaptive and record.fraction is None
+    assert record.adaptive_settings is None  # a bare function has none to report
 
 
 def test_adaptive_fraction_predicts_from_the_checkpoint(two_levels, mnist1d):
@@ -250,6 +251,23 @@ def test_adaptive_fraction_by_the_probe(two_levels, mnist1d):
     assert 0 <= prediction["accuracy_tolerance"] == default.probe_tolerance < 1
     with pytest.raises(ConfigError, match="probe tolerance"):
         AdaptiveFraction(probe_tolerance="wide")
+
+
+def test_an_adaptive_record_says_what_chose_its_fractions(root, mnist1d):
+    from lmc.workflows.prune_ratio import AdaptiveFraction
+
+    fraction = AdaptiveFraction(probe_steps=5, dataset=mnist1d, safety=0.6, cap=0.5)
+    record = run_imp(CONFIG, levels=1, fraction=fraction, rewind=REWIND, root=root,
+                     dataset=mnist1d, alphas=3, progress=False)
+    settings = record.adaptive_settings
+    assert settings["safety"] == 0.6 and settings["cap"] == 0.5
+    assert settings["estimator"] == "probe" and settings["probe_tolerance_rule"] == "gap"
+    # the tolerance the gap rule set, as used
+    assert settings["probe_tolerance"] == record.adaptive_predictions[0]["accuracy_tolerance"]
+    level = record.methods["imp"][1]  # the dense trunk is far from too steep
+    assert level["fraction"] == pytest.approx(
+        min(0.6 * record.adaptive_predictions[0]["safe_ratio"], 0.5))
+    assert json.loads(json.dumps(record.to_json()))["adaptive_settings"] == settings
 
 
 def test_levels_rewind_to_another_run_pretrained_on_a_subset(two_levels, root, mnist1d):
