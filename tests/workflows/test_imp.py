@@ -217,7 +217,7 @@ def test_adaptive_fraction_predicts_from_the_checkpoint(two_levels, mnist1d):
     # the dense trunk is far from too steep: the schedule prunes, by the predicted ratio
     assert f is not None and 0 < f < 1
     assert 0.05 <= f <= 0.9
-    assert f == pytest.approx(min(prediction["safe_ratio"], 0.9))
+    assert f == pytest.approx(min(adaptive.safety * prediction["safe_ratio"], 0.9))
     assert prediction["fraction"] == f and prediction["level"] == 1
     assert adaptive.epsilon == prediction["epsilon"]  # ε is fixed for the later levels
     with pytest.raises(ConfigError, match="valid estimators"):
@@ -233,7 +233,7 @@ def test_adaptive_fraction_by_the_probe(two_levels, mnist1d):
     f = adaptive(1, two_levels.methods["imp"][0]["checkpoint"])
     (prediction,) = adaptive.predictions
     assert prediction["probe_steps"] == 10 * 19  # 19 candidates 0.05 ... 0.95
-    assert f is None or f == pytest.approx(min(prediction["safe_ratio"], 0.9))
+    assert f is None or f == pytest.approx(min(adaptive.safety * prediction["safe_ratio"], 0.9))
     first = adaptive.epsilon
     assert isinstance(first, float) and first > 0
     adaptive(2, two_levels.methods["imp"][1]["checkpoint"])
@@ -300,7 +300,8 @@ def test_adaptive_fraction_bounds_the_predicted_ratio():
     tail = AdaptiveFraction("gaussian_width", safety=0.5, min_fraction=0.2)
     assert tail._fraction(0.3) == 0.2  # never less than 20%-IMP while above the floor
     assert tail._fraction(0.9) == pytest.approx(0.45)
-    assert AdaptiveFraction(min_fraction=0.2)._fraction(0.99) == 0.9  # the cap
+    assert AdaptiveFraction(safety=1.0, min_fraction=0.2)._fraction(0.99) == 0.9  # the cap
+    assert AdaptiveFraction()._fraction(0.8) == pytest.approx(0.6)  # default safety 0.75
     with pytest.raises(ConfigError, match="min_fraction"):
         AdaptiveFraction(min_fraction=0.95)
     assert AdaptiveFraction(cap=0.5)._fraction(0.8) == 0.5  # --max-ratio
