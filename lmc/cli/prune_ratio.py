@@ -32,7 +32,8 @@ VALIDATION = ("validation (MNIST-1D, 3 seeds, against rewind-and-retrain): C's m
               "under-predicts the retrained safe ratio; Zhang et al.'s setting (L1, one-shot, "
               "no retraining): C within +0.04..+0.10. The fine-tuning probe judged by "
               "training accuracy (lmc imp --ratio auto's default) predicts it to "
-              "0.05-0.08 (MLP, convnet)")
+              "0.05-0.08 on an MLP and a convnet, not on a convnet trained on half the "
+              "data (0.15-0.25)")
 # The rows of the table: the estimators (`ESTIMATORS`) in the order A, B, C, D.
 LABELS = {"lambda_max": "A  ½·λ_max·R² ≤ ε", "quadratic": "B  gᵀΔ + ½ΔᵀHΔ ≤ ε",
           "gaussian_width": "C  p ≤ p_theory(R)  (default)",

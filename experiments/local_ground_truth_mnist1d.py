@@ -1,0 +1,187 @@
+"""The local ground truth: how far can a level be pruned and *fine-tuned from its
+projection* (no rewinding) and stay matching and in its valley? Estimator C (the
+Gaussian-width threshold, which describes this local question) and the probe against
+it, MLP on MNIST-1D, 3 seeds.
+
+The validation study's ground truth (experiments/predict_validation_mnist1d.py) rewinds
+and retrains, as IMP does. Its local variant (`measured_safe_ratio(variant="local")`:
+m ⊙ w_L trained at a tenth of the recipe's learning rate, constant, for the steps a
+rewound level trains) was never measured. Here it is, at levels 0, 4, 8, 12, 16 of the
+validation study's MLP runs (seeds 0-2), with every network judged on the
+20,000-example test split (experiments/mnist1d_large_test.py) at two tolerances fixed in
+advance, as in experiments/gap_rule_mnist1d.py: noise-aware (max(2 × the seeds' std of
+the dense accuracy, 2 × its binomial standard error)) and 2 points. Predictors (no new
+predictions are computed: they are the validation and probe-criteria studies'): C, the
+probe with the gap rule (100 steps), the loss-judged probe (400 steps), the constant 0.2
+and the seed-0 curve (judged on seeds 1-2).
+
+    python experiments/local_ground_truth_mnist1d.py
+    python experiments/local_ground_truth_mnist1d.py --plot-only
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+import lmc
+from lmc.core.evaluate import Evaluator
+from lmc.files import write_json
+from lmc.workflows.retraining import Solution, measured_safe_ratio
+
+sys.path.insert(0, str(Path(__file__).parent))
+from gap_rule_mnist1d import TOLERANCES, gap, tolerance_of  # noqa: E402
+from mnist1d_large_test import large_test_dataset  # noqa: E402
+from predict_validation_mnist1d import t_interval  # noqa: E402
+from probe_criteria_mnist1d import accuracy_prediction, seed0_curve  # noqa: E402
+
+LEVELS = (0, 4, 8, 12, 16)
+REWIND = 100
+VALIDATION = Path("figures/predict_validation_mnist1d_mlp.json")
+PROBES = Path("figures/probe_criteria_mnist1d_mlp.json")
+
+
+def measure() -> dict:
+    large = large_test_dataset()
+    validation = json.loads(VALIDATION.read_text())
+    probes = {(c["seed"], c["level"]): c for c in json.loads(PROBES.read_text())["rows"]}
+    solutions, dense = {}, {}
+    for seed in validation["seeds"]:
+        for row in seed["rows"]:
+            if row["level"] in LEVELS and row.get("truth"):
+                solutions[seed["seed"], row["level"]] = (Solution.open(
+                    row["truth"]["checkpoint"], dataset=large,
+                    rewind=REWIND if row["level"] == 0 else None), row)
+    for (s, level), (solution, _) in solutions.items():
+        if level == 0:
+            o = solution.opened
+            dense[s] = float(Evaluator(o.eval_apply)(o.params, o.state,
+                                                     *o.split("test"))["accuracy"])
+    seeds = sorted(dense)
+    tolerances = {"noise-aware": tolerance_of([dense[s] for s in seeds],
+                                              int(large.y_test.shape[0])), "2 points": 0.02}
+    print(f"dense {dense}, tolerances {tolerances}", flush=True)
+    rows = []
+    for (s, level), (solution, row) in sorted(solutions.items()):
+        truths = {name: measured_safe_ratio(solution, dense_test_accuracy=dense[s],
+                                            tolerance=t, variant="local")
+                  for name, t in tolerances.items()}
+        probe = probes[s, level]
+        rows.append({**probe, "dense_test_accuracy_large": dense[s],
+                     "rewind_truth_1000": row["truth"]["ratio"],
+                     "truths": {name: {"ratio": t.ratio, "status": t.status,
+                                       "outcomes": t.to_json()["outcomes"]}
+                                for name, t in truths.items()}})
+        print(f"  seed {s} level {level:2d}: local truths "
+              + ", ".join(f"{n} {t.ratio:.3f}" for n, t in truths.items())
+              + f" (rewind, 1000 examples: {row['truth']['ratio']:.3f})", flush=True)
+    return {"levels": list(LEVELS), "seeds": seeds, "dense_test_accuracy": dense,
+            "tolerances": tolerances, "test_examples": int(large.y_test.shape[0]),
+            "rows": rows}
+
+
+def summarise(rows: list[dict]) -> dict:
+    out = {}
+    for name in TOLERANCES:
+        cells = [{**c, "truth": c["truths"][name]["ratio"]} for c in rows]
+        curve = seed0_curve(cells)
+        predictors = {
+            "C (Gaussian width)": (lambda c: c["C"], "all"),
+            "probe, τ = dense gap, 100 steps": (
+                lambda c: accuracy_prediction(c, 100, gap(c), "dense"), "all"),
+            "probe, train loss, 400 steps": (
+                lambda c: c["probes"]["400"]["loss_ratio"], "all"),
+            "constant 0.2": (lambda c: 0.2, "all"),
+            "seed-0 curve": (lambda c, f=curve: f(c["density"]), "held out"),
+            "the rewind ground truth (1000 examples)": (
+                lambda c: c["rewind_truth_1000"], "all"),
+        }
+        out[name] = {}
+        for label, (f, judged) in predictors.items():
+            mine = [c for c in cells if judged == "all" or c["seed"] != 0]
+            out[name][label] = {
+                "judged": judged,
+                "mae": t_interval([abs(f(c) - c["truth"]) for c in mine]),
+                "per_seed": {s: {"levels": [c["level"] for c in mine if c["seed"] == s],
+                                 "predicted": [f(c) for c in mine if c["seed"] == s],
+                                 "truth": [c["truth"] for c in mine if c["seed"] == s]}
+                             for s in sorted({c["seed"] for c in mine})}}
+    return out
+
+
+def plot(path: Path) -> list[Path]:
+    import matplotlib as mpl
+    from matplotlib.figure import Figure
+
+    from lmc.plots.style import STYLE
+
+    record = json.loads(path.read_text())
+    show = ["C (Gaussian width)", "probe, τ = dense gap, 100 steps",
+            "probe, train loss, 400 steps", "constant 0.2",
+            "the rewind ground truth (1000 examples)"]
+    seeds = [str(s) for s in record["seeds"]]
+    with mpl.rc_context(STYLE):
+        fig = Figure(figsize=(4.2 * len(seeds), 8.2), layout="constrained")
+        grid = fig.subplots(len(TOLERANCES), len(seeds), sharey=True, sharex=True)
+        for axes, tolerance in zip(grid, TOLERANCES, strict=True):
+            summary = record["summary"][tolerance]
+            points = 100 * record["tolerances"][tolerance]
+            for ax, seed in zip(axes, seeds, strict=True):
+                first = summary[show[0]]["per_seed"][seed]
+                density = [100 * 0.8 ** lv for lv in first["levels"]]
+                ax.plot(density, first["truth"], "k-o", lw=2.5, ms=5,
+                        label="local ground truth (fine-tuned from the projection)")
+                for j, name in enumerate(show):
+                    s = summary[name]["per_seed"][seed]
+                    err = np.mean(np.abs(np.subtract(s["predicted"], s["truth"])))
+                    ax.plot(density, s["predicted"], "--" if j == 4 else "-",
+                            marker="s^vDx"[j], ms=4, lw=1.2, color=f"C{j}",
+                            label=f"{name} (MAE {err:.2f})")
+                ax.set_xscale("log")
+                if not ax.xaxis_inverted():  # shared: inverting each would flip it back
+                    ax.invert_xaxis()
+                ax.set_xticks(density, [f"{d:.3g}%" for d in density])
+                ax.minorticks_off()
+                ax.set_title(f"seed {seed}; matching within {points:.2g} points ({tolerance})",
+                             fontsize="small")
+                ax.set_ylim(-0.03, 1)
+                ax.legend(fontsize="xx-small", loc="upper right")
+            axes[0].set_ylabel("safe one-step pruning ratio")
+        for ax in grid[-1]:
+            ax.set_xlabel("weights remaining (IMP level's density)")
+        fig.suptitle("MLP on MNIST-1D: the local safe ratio (prune, fine-tune from the "
+                     "projection) against the predictions")
+    return lmc.save_figure(fig, path.with_suffix(""))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, default=Path("figures"))
+    parser.add_argument("--plot-only", action="store_true")
+    args = parser.parse_args()
+    path = args.out / "local_ground_truth_mnist1d_mlp.json"
+    if not args.plot_only:
+        start = time.perf_counter()
+        record = {"study": "local_ground_truth_mnist1d", "setting": "mlp", **measure()}
+        record["wall_seconds"] = time.perf_counter() - start
+    else:
+        record = json.loads(path.read_text())
+    record["summary"] = summarise(record["rows"])
+    write_json(path, record)
+    for tolerance, summary in record["summary"].items():
+        print(f"local ground truth with the {tolerance} tolerance")
+        for name, s in summary.items():
+            m = s["mae"]
+            print(f"  {name:42} MAE {m['mean']:.3f} [{m['lo']:.3f}, {m['hi']:.3f}]"
+                  f" ({s['judged']})")
+    for written in plot(path):
+        print(f"figure {written}")
+
+
+if __name__ == "__main__":
+    main()
