@@ -1,25 +1,25 @@
 """Fewer retraining rounds? Adaptive IMP (each level prunes the predicted safe ratio of
 the previous level's solution) against IMP at 20% per level, on MNIST-1D, 3 seeds.
 
-For each seed of the MLP setting (the recipe and run ids of experiments/imp_mnist1d.py,
-rewinding to step 100): IMP at 20% per level for 16 levels (the runs of
-experiments/imp_connectivity_mnist1d.py), and adaptive IMP (`lmc imp --ratio auto`) with
-estimator C (the Gaussian-width threshold, Paul et al. 2023 §3.3 / Zhang et al. 2024; the
-default), with the fine-tuning probe E judged by training loss (`--estimator probe`) and
-with the probe judged by training accuracy (`--probe-criterion train_accuracy`, τ = 0.3
-fitted on seed 0 in experiments/probe_criteria_mnist1d.py; also with the candidates
-searched by bisection, `--probe-search bisection`; and lmc's default, the probe with the
-dense network's train − test gap as tolerance and bisection), each stopping when the
-predicted ratio falls below 5% or two successive levels stop being linearly connected.
+For each seed (the recipes and run ids of experiments/imp_mnist1d.py, rewinding to step
+100): IMP at 20% per level for 16 levels, and adaptive IMP (`lmc imp --ratio auto`) with
+estimator C (the Gaussian-width threshold, Paul et al. 2023 §3.3 / Zhang et al. 2024),
+with the fine-tuning probe judged by training loss, and judged by training accuracy (τ
+0.3, fitted in experiments/probe_criteria_mnist1d.py, or τ = the dense network's train −
+test gap), on a grid or by bisection, at safety 1, 0.75, 0.5, with a 20% floor or a 50% /
+36% cap per level; every schedule's safety is 1 unless it names another. Each stops
+when the predicted ratio falls below 5% or two successive levels stop being linearly
+connected. `--setting conv1d` runs the convnet's subset of schedules, `--setting
+mlp-heldout` the MLP's main ones on held-out seeds 3-5.
 
-Compute is counted in training steps (the dense trunk, T − k per level, the probe's
-fine-tuning steps) and in seconds (training at the measured seconds per step of this
-machine plus the measured prediction time). A schedule *reaches* density d when its
-level at d is matching (test accuracy ≥ the seed-mean dense accuracy − 2 × the seeds'
-std) and d is its sparsest matching level (see `reached`). The claim to test: at most
-half of 20%-IMP's compute, prediction included, for at least the same matching sparsity.
+Every level is judged on MNIST-1D's 1000 test examples and on 20,000 from its generator
+(experiments/mnist1d_large_test.py): by its sparsest matching level (`reached`; the
+target: at least 20%-IMP's with at most half its steps, probe included) and at equal
+density against 20%-IMP (`equal_density`: accuracy and steps, no tolerance). Compute is
+counted in training steps (the dense trunk, T − k per level, the probe's fine-tuning
+steps) and seconds.
 
-    python experiments/adaptive_imp_mnist1d.py
+    python experiments/adaptive_imp_mnist1d.py [--setting conv1d | mlp-heldout]
     python experiments/adaptive_imp_mnist1d.py --plot-only
 """
 
