@@ -184,16 +184,15 @@ def judge(rows: list[dict], tolerance: float) -> dict:
     return out
 
 
-def plot(path: Path) -> list[Path]:
+def tolerance_grid(path: Path, record: dict, show: list[str], truth_label: str,
+                   title: str, dashed: tuple[str, ...] = ()) -> list[Path]:
+    """Predicted and measured safe ratios along the levels: a row of panels per ground-truth
+    tolerance, a column per seed (MAE per panel)."""
     import matplotlib as mpl
     from matplotlib.figure import Figure
 
     from lmc.plots.style import STYLE
 
-    record = json.loads(path.read_text())
-    show = ["τ = dense gap, 100 steps", "the MLP's fitted τ = 0.3, 100 steps",
-            "the conv1d's fitted τ = 0.1, 100 steps", "constant 0.2",
-            "held-out accuracy (oracle), 100 steps"]
     seeds = [str(s) for s in record["seeds"]]
     with mpl.rc_context(STYLE):
         fig = Figure(figsize=(4.2 * len(seeds), 8.2), layout="constrained")
@@ -202,14 +201,15 @@ def plot(path: Path) -> list[Path]:
             summary = record["summary"][tolerance]
             points = 100 * record["tolerances"][tolerance]
             for ax, seed in zip(axes, seeds, strict=True):
-                truth = summary[show[0]]["per_seed"][seed]
-                density = [100 * 0.8 ** lv for lv in truth["levels"]]
-                ax.plot(density, truth["truth"], "k-o", lw=2.5, ms=5,
-                        label="ground truth (rewind and retrain)")
+                first = summary[show[0]]["per_seed"][seed]
+                density = [100 * 0.8 ** lv for lv in first["levels"]]
+                ax.plot(density, first["truth"], "k-o", lw=2.5, ms=5, label=truth_label)
                 for j, name in enumerate(show):
                     s = summary[name]["per_seed"][seed]
-                    ax.plot(density, s["predicted"], "-", marker="s^vDx"[j], ms=4, lw=1.2,
-                            color=f"C{j}", label=f"{name} (MAE {s['mae']:.2f})")
+                    err = np.mean(np.abs(np.subtract(s["predicted"], s["truth"])))
+                    ax.plot(density, s["predicted"], "--" if name in dashed else "-",
+                            marker="s^vDx"[j], ms=4, lw=1.2, color=f"C{j}",
+                            label=f"{name} (MAE {err:.2f})")
                 ax.set_xscale("log")
                 if not ax.xaxis_inverted():  # shared: inverting each would flip it back
                     ax.invert_xaxis()
@@ -222,9 +222,18 @@ def plot(path: Path) -> list[Path]:
             axes[0].set_ylabel("safe one-step pruning ratio")
         for ax in grid[-1]:
             ax.set_xlabel("weights remaining (IMP level's density)")
-        fig.suptitle(f"{record['setting']} on MNIST-1D: the probe with τ = the dense "
-                     "network's train − test gap, in a setting it was not found on")
+        fig.suptitle(title)
     return lmc.save_figure(fig, path.with_suffix(""))
+
+
+def plot(path: Path) -> list[Path]:
+    record = json.loads(path.read_text())
+    show = ["τ = dense gap, 100 steps", "the MLP's fitted τ = 0.3, 100 steps",
+            "the conv1d's fitted τ = 0.1, 100 steps", "constant 0.2",
+            "held-out accuracy (oracle), 100 steps"]
+    return tolerance_grid(path, record, show, "ground truth (rewind and retrain)",
+                          f"{record['setting']} on MNIST-1D: the probe with τ = the dense "
+                          "network's train − test gap, in a setting it was not found on")
 
 
 def main() -> None:

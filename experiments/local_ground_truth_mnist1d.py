@@ -27,15 +27,12 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
-import lmc
 from lmc.core.evaluate import Evaluator
 from lmc.files import write_json
 from lmc.workflows.retraining import Solution, measured_safe_ratio
 
 sys.path.insert(0, str(Path(__file__).parent))
-from gap_rule_mnist1d import TOLERANCES, gap, tolerance_of  # noqa: E402
+from gap_rule_mnist1d import TOLERANCES, gap, tolerance_grid, tolerance_of  # noqa: E402
 from mnist1d_large_test import large_test_dataset  # noqa: E402
 from predict_validation_mnist1d import t_interval  # noqa: E402
 from probe_criteria_mnist1d import accuracy_prediction, seed0_curve  # noqa: E402
@@ -115,48 +112,14 @@ def summarise(rows: list[dict]) -> dict:
 
 
 def plot(path: Path) -> list[Path]:
-    import matplotlib as mpl
-    from matplotlib.figure import Figure
-
-    from lmc.plots.style import STYLE
-
     record = json.loads(path.read_text())
     show = ["C (Gaussian width)", "probe, τ = dense gap, 100 steps",
             "probe, train loss, 400 steps", "constant 0.2",
             "the rewind ground truth (1000 examples)"]
-    seeds = [str(s) for s in record["seeds"]]
-    with mpl.rc_context(STYLE):
-        fig = Figure(figsize=(4.2 * len(seeds), 8.2), layout="constrained")
-        grid = fig.subplots(len(TOLERANCES), len(seeds), sharey=True, sharex=True)
-        for axes, tolerance in zip(grid, TOLERANCES, strict=True):
-            summary = record["summary"][tolerance]
-            points = 100 * record["tolerances"][tolerance]
-            for ax, seed in zip(axes, seeds, strict=True):
-                first = summary[show[0]]["per_seed"][seed]
-                density = [100 * 0.8 ** lv for lv in first["levels"]]
-                ax.plot(density, first["truth"], "k-o", lw=2.5, ms=5,
-                        label="local ground truth (fine-tuned from the projection)")
-                for j, name in enumerate(show):
-                    s = summary[name]["per_seed"][seed]
-                    err = np.mean(np.abs(np.subtract(s["predicted"], s["truth"])))
-                    ax.plot(density, s["predicted"], "--" if j == 4 else "-",
-                            marker="s^vDx"[j], ms=4, lw=1.2, color=f"C{j}",
-                            label=f"{name} (MAE {err:.2f})")
-                ax.set_xscale("log")
-                if not ax.xaxis_inverted():  # shared: inverting each would flip it back
-                    ax.invert_xaxis()
-                ax.set_xticks(density, [f"{d:.3g}%" for d in density])
-                ax.minorticks_off()
-                ax.set_title(f"seed {seed}; matching within {points:.2g} points ({tolerance})",
-                             fontsize="small")
-                ax.set_ylim(-0.03, 1)
-                ax.legend(fontsize="xx-small", loc="upper right")
-            axes[0].set_ylabel("safe one-step pruning ratio")
-        for ax in grid[-1]:
-            ax.set_xlabel("weights remaining (IMP level's density)")
-        fig.suptitle("MLP on MNIST-1D: the local safe ratio (prune, fine-tune from the "
-                     "projection) against the predictions")
-    return lmc.save_figure(fig, path.with_suffix(""))
+    return tolerance_grid(path, record, show,
+                          "local ground truth (fine-tuned from the projection)",
+                          "MLP on MNIST-1D: the local safe ratio (prune, fine-tune from the "
+                          "projection) against the predictions", dashed=(show[-1],))
 
 
 def main() -> None:
