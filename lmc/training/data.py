@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import importlib.util
 import math
 import os
@@ -89,6 +90,45 @@ class Dataset:
     @property
     def num_train(self) -> int:
         return int(self.x_train.shape[0])
+
+    @functools.cached_property
+    def signature(self) -> dict:
+        """What identifies the contents, for a run to record what it was trained and
+        evaluated on (`lmc.training.runs`): per split the shape, a digest of the labels
+        and four moments of the inputs (mean, mean square, two order-sensitive means), in
+        float64; the classes and augmentation. Inputs are compared by their moments, not
+        their bytes, so that the same data standardised on another device (last-bit
+        differences) still match (`same_data`). Computed once per data set."""
+        out: dict = {"num_classes": self.num_classes, "augmentation": self.augmentation}
+        for split, x, y in (("train", self.x_train, self.y_train),
+                            ("test", self.x_test, self.y_test)):
+            x = np.asarray(x).reshape(len(y), -1)  # per-example sums: no big temporaries
+            i = np.arange(len(y))
+            per = x.mean(axis=1, dtype=np.float64)
+            square = np.einsum("ij,ij->i", x, x, dtype=np.float64) / max(x.shape[1], 1)
+            moments = [per, square, per * (i % 2 * 2 - 1), per * (i % 7 - 3)]
+            out[split] = {
+                "shape": list(x.shape),
+                "labels": hashlib.sha256(np.ascontiguousarray(np.asarray(y, np.int64))
+                                         ).hexdigest()[:16],
+                "moments": [float(m.mean()) if len(y) else 0.0 for m in moments]}
+        return out
+
+
+def same_data(a: dict, b: dict, rtol: float = 1e-4) -> bool:
+    """Whether two `Dataset.signature`s describe the same data: equal shapes, labels,
+    classes and augmentation, input moments within `rtol` (relative, or absolute near
+    zero)."""
+    if {k: v for k, v in a.items() if k not in ("train", "test")} != {
+            k: v for k, v in b.items() if k not in ("train", "test")}:
+        return False
+    for split in ("train", "test"):
+        p, q = a[split], b[split]
+        if p["shape"] != q["shape"] or p["labels"] != q["labels"]:
+            return False
+        if not np.allclose(p["moments"], q["moments"], rtol=rtol, atol=rtol):
+            return False
+    return True
 
 
 def default_data_dir() -> pathlib.Path:

@@ -32,11 +32,11 @@ import optax
 from lmc._version import __version__
 from lmc.core.masks import apply_mask
 from lmc.core.policy import ExecutionPolicy
-from lmc.errors import CheckpointError, ConfigError, TrainingDiverged
+from lmc.errors import CheckpointError, ConfigError, DataError, TrainingDiverged
 from lmc.files import read_json, write_json
 from lmc.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from lmc.training.config import Duration, TrainConfig
-from lmc.training.data import Dataset, load_dataset
+from lmc.training.data import Dataset, load_dataset, same_data
 from lmc.training.models import init_model
 from lmc.training.rng import STREAMS, noise_keys
 from lmc.training.run_lock import notice, run_locks
@@ -196,14 +196,33 @@ def train_runs(
     root = Path(root) if root is not None else default_root()
     runs = [Run(root, s) for s in specs]
     if all(r.finished for r in runs):
-        return runs
+        return _same_data(runs, dataset)
     with run_locks([r.dir for r in runs]) as waited:
         if all(r.finished for r in runs):  # trained by the process we waited for
             if waited:
                 notice(f"reusing {', '.join(r.dir.name for r in runs)}, trained by another "
                         "process")
-            return runs
+            return _same_data(runs, dataset)
         _train(runs, mask, dataset, save_at, eval_every, policy, progress, data_dir)
+    return runs
+
+
+DATA_FILE = "data.json"  # in a run directory: the signature of the data it trains on
+
+
+def _same_data(runs: list[Run], dataset: Dataset | None) -> list[Run]:
+    """`runs`, after checking that each was trained on `dataset` (when one is given and
+    the run recorded its data: runs from before lmc recorded it are not checked). A data
+    set of the same name with other contents (an edited .npz, another test split) would
+    otherwise be answered with results computed on the old one."""
+    if dataset is None:
+        return runs
+    for run in runs:
+        path = run.dir / DATA_FILE
+        if path.exists() and not same_data(read_json(path)["signature"], dataset.signature):
+            raise DataError(
+                f"run {run.dir} was trained on other data than the data set {dataset.name!r} "
+                f"given now (see {path}); use another run root, or delete the run to retrain")
     return runs
 
 
@@ -221,8 +240,11 @@ def _train(runs: list[Run], mask: Any, dataset: Dataset | None, save_at: Sequenc
     requested.add(first.start_step)  # the initialisation or the spawn point: rewind targets
     if first.start_step > trainer.total_steps:
         raise ConfigError(f"start step {first.start_step} is past the end ({trainer.total_steps})")
+    _same_data(runs, dataset)  # a run resumed on other data would mix the two
     for run in runs:
         write_json(run.dir / "spec.json", run.spec.to_dict())
+        write_json(run.dir / DATA_FILE, {"name": dataset.name,
+                                         "signature": dataset.signature})
         for stale in (run.dir / "checkpoints").glob(".*.tmp"):  # left by a killed write
             stale.unlink()
 
@@ -291,6 +313,7 @@ def _recreate_checkpoint(run: Run, step: int, dataset: Dataset | None, data_dir:
         return run.checkpoint_path(step)
     config = run.spec.config
     dataset = dataset or load_dataset(config.dataset, data_dir)
+    _same_data([run], dataset)  # the recreated checkpoint must come from the same data
     ckpt = run.load(max(earlier))
     trainer = Trainer(config, dataset, mask=ckpt.mask)
     template = trainer.init_state()

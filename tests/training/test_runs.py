@@ -67,6 +67,32 @@ def test_finished_run_is_reused(reference, mnist1d, monkeypatch):
     assert again.dir == reference.dir
 
 
+def test_a_run_is_never_reused_with_other_data_of_the_same_name(mnist1d, tmp_path):
+    """A finished run records its data's fingerprint; asked for again with other arrays
+    under the same name (an edited file, another test split) it is one readable error,
+    not the old results."""
+    import dataclasses
+
+    from lmc.errors import DataError
+    from lmc.training.runs import DATA_FILE
+
+    config = CONFIG.replace(duration="20it")
+    run = train_run(config, tmp_path, dataset=mnist1d, progress=False)
+    assert (run.dir / DATA_FILE).is_file()
+    assert train_run(config, tmp_path, dataset=mnist1d, progress=False).dir == run.dir
+    from lmc.training.data import same_data
+
+    other = dataclasses.replace(mnist1d, x_test=mnist1d.x_test[::-1])  # reordered inputs
+    assert not same_data(other.signature, mnist1d.signature)
+    # last-bit differences (the same data standardised on another device) still match
+    nudged = dataclasses.replace(mnist1d, x_train=mnist1d.x_train * (1 + 1e-7))
+    assert same_data(nudged.signature, mnist1d.signature)
+    with pytest.raises(DataError, match="trained on other data than the data set 'mnist1d'"):
+        train_run(config, tmp_path, dataset=other, progress=False)
+    (run.dir / DATA_FILE).unlink()  # a run from before lmc recorded its data: not checked
+    assert train_run(config, tmp_path, dataset=other, progress=False).dir == run.dir
+
+
 def test_checkpoint_describes_its_network(reference):
     c = reference.load(END)
     assert c.step == END
