@@ -126,7 +126,7 @@ def same_data(a: dict, b: dict, rtol: float = 1e-4) -> bool:
         p, q = a[split], b[split]
         if p["shape"] != q["shape"] or p["labels"] != q["labels"]:
             return False
-        if not np.allclose(p["moments"], q["moments"], rtol=rtol, atol=rtol):
+        if not np.allclose(p["moments"], q["moments"], rtol=rtol, atol=rtol, equal_nan=True):
             return False
     return True
 

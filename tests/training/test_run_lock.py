@@ -139,8 +139,8 @@ def test_stale_lock_of_a_dead_process_is_taken_over(tmp_path, mnist1d, monkeypat
     assert seen[0]["pid"] == os.getpid() and seen[0]["host"] == socket.gethostname()
     assert seen[0]["token"] != "old"
     assert f"took over the lock of run {run.dir.name} from pid {dead}" in capsys.readouterr().err
-    assert sorted(p.name for p in run.dir.iterdir()) == ["checkpoints", "result.json",
-                                                         "spec.json"]  # lock and marker gone
+    assert sorted(p.name for p in run.dir.iterdir()) == [
+        "checkpoints", "data.json", "result.json", "spec.json"]  # lock and marker gone
 
 
 def test_which_locks_are_stale(tmp_path):
