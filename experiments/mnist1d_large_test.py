@@ -55,12 +55,6 @@ def _raw(seed: int, num_samples: int) -> tuple[np.ndarray, np.ndarray]:
     return np.stack(xs)[order].astype(np.float64), np.stack(ys)[order].astype(np.int32)
 
 
-def _standard_constants() -> tuple[float, float]:
-    """The generator's normalisation of the standard set: its mean and std."""
-    x, _ = _raw(STANDARD_SEED, 5000)
-    return float(x.mean()), float(x.std())
-
-
 def check_reproduces_the_standard_set(dataset: Dataset) -> None:
     """The loop with the standard seed, normalised and standardised, is lmc's MNIST-1D."""
     x, y = _raw(STANDARD_SEED, 5000)
@@ -79,17 +73,18 @@ def large_test_dataset(size: int = LARGE_TEST_SIZE, seed: int = LARGE_TEST_SEED,
 
     base = load_dataset("mnist1d", data_dir)
     path = (data_dir or default_data_dir()) / f"mnist1d_test_{size}_seed{seed}.npz"
+    # the generator's normalisation of the standard set, then lmc's standardisation with
+    # the training split's statistics
+    standard, _ = _raw(STANDARD_SEED, 5000)
+    mean, std = float(standard.mean()), float(standard.std())
+    train = (standard[:4000] - mean) / std
     if path.exists():
         with np.load(path, allow_pickle=False) as f:
             x, y = f["x"], f["y"]
     else:
-        mean, std = _standard_constants()
         raw, y = _raw(seed, size)
         x = ((raw - mean) / std)[..., None].astype(np.float32)
         atomic_write(path, lambda f: np.savez(f, x=x, y=y))
-    # lmc's standardisation: the training split's statistics (of the generator's scale)
-    standard, _ = _raw(STANDARD_SEED, 5000)
-    train = (standard[:4000] - standard.mean()) / standard.std()
     x = (x - train.mean()) / train.std()
     return Dataset(name=base.name, x_train=base.x_train, y_train=base.y_train,
                    x_test=jnp.asarray(x, jnp.float32), y_test=jnp.asarray(y, jnp.int32),
