@@ -348,18 +348,18 @@ class Trainer:
         # Losses stay on the device and are checked every CHECK_EVERY dispatches and before
         # every event, so that dispatches overlap with computation and no checkpoint is
         # written after a non-finite loss.
-        pending: list[tuple[int, jax.Array]] = []
+        pending: list[tuple[int, list[jax.Array]]] = []
 
         def check_losses() -> None:
-            for first, losses in pending:
-                losses = np.asarray(losses)
+            for first, chunks in pending:
+                losses = np.concatenate([np.asarray(c) for c in chunks], axis=-1)
                 if not np.all(np.isfinite(losses)):
                     at = first + int(np.argwhere(~np.isfinite(losses))[0][-1])
                     raise TrainingDiverged(
                         f"loss became {losses[~np.isfinite(losses)][0]} at step {at}; "
                         "training stopped")
             if pending:
-                postfix["loss"] = f"{float(np.mean(np.asarray(pending[-1][1])[..., -1])):.4f}"
+                postfix["loss"] = f"{float(np.mean(np.asarray(pending[-1][1][-1])[..., -1])):.4f}"
                 bar.set_postfix(postfix)
             pending.clear()
 
@@ -401,6 +401,19 @@ class Trainer:
         return stacked, mask
 
     def _advance(self, current, n: int):
+        # n steps as dispatches of steps_per_dispatch and then of power-of-two lengths: the
+        # step count is a static argument, so arbitrary gaps between events (epochs,
+        # checkpoints) would each compile a program of their own; this way a run compiles
+        # at most log2(steps_per_dispatch) + 2 of them.
+        # The losses stay a list of device arrays: joining them on the device would compile
+        # a concatenation per combination of lengths.
+        chunks = []
+        for size in dispatch_lengths(n, self.steps_per_dispatch):
+            current, losses = self._advance_compiled(current, size)
+            chunks.append(losses)
+        return current, chunks
+
+    def _advance_compiled(self, current, n: int):
         members, mask = current
         x, y = self.x_train, self.y_train
         if self.strategy == "loop":
@@ -416,6 +429,14 @@ class Trainer:
         if self.strategy == "loop":
             return [s for s, _ in members]
         return _unstack(members[0], self.siblings)
+
+
+def dispatch_lengths(n: int, full: int) -> list[int]:
+    """n steps as dispatches of `full` steps, then distinct powers of two, largest first
+    (n=250, full=100 -> [100, 100, 32, 16, 2])."""
+    rest = n % full
+    return [full] * (n // full) + [1 << i for i in reversed(range(rest.bit_length()))
+                                   if rest >> i & 1]
 
 
 def _progress_bar(start: int, stop: int, enabled: bool):
