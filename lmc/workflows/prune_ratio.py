@@ -289,8 +289,10 @@ class AdaptiveFraction:
                     test = float(evaluate(o.params, o.state, *o.split("test"))["accuracy"])
                     self.probe_tolerance = max(0.0, self.reference_accuracy - test)
         elif not isinstance(self.epsilon, float):
+            # measured on the examples the recipe trains on, as the probe's losses are
             self.epsilon = epsilon_of(self.epsilon, o.loss_fn(), o.params,
-                                      o.batches("train", self.examples, DEFAULT_BATCH_SIZE))[0]
+                                      solution.train_batches(self.examples,
+                                                             DEFAULT_BATCH_SIZE))[0]
         probe = probe_safe_ratio(
             solution, self.epsilon if self.probe_criterion == "train_loss" else None,
             steps=self.probe_steps, keep_dense=self.keep_dense, criterion=self.probe_criterion,

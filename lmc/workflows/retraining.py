@@ -38,6 +38,7 @@ import numpy as np
 from lmc.constants import PROBE_ACCURACY_TOLERANCE, STABILITY_THRESHOLD
 from lmc.core import masks
 from lmc.core import prune as pruning
+from lmc.core.batching import Batches, batches_of, fixed_subset
 from lmc.core.compensation import bisect_largest
 from lmc.core.evaluate import Evaluator
 from lmc.core.interpolate import PathEvaluator, alpha_grid, interpolation_record
@@ -100,6 +101,13 @@ class Solution:
         kept = training_examples(self.config, self.opened.dataset)
         return (x, y) if kept is None else (x[kept], y[kept])
 
+    def train_batches(self, examples: int | None = None, batch_size: int = 500) -> Batches:
+        """A fixed subset of `train_split()` in equal batches: for a recipe without a subset
+        the batches `opened.batches("train", examples, batch_size)` gives."""
+        x, y = self.train_split()
+        idx = fixed_subset(len(y), examples)
+        return batches_of(x[idx], y[idx], min(batch_size, len(idx)))
+
     def pruned_mask(self, ratio: float, keep_dense: Sequence[str] = ()) -> Any:
         """The mask of w_L pruned by `ratio` of its live prunable weights (global magnitude)."""
         o = self.opened
@@ -141,11 +149,12 @@ class MeasuredRatio:
 
 
 def _barriers(solution: Solution, params: Any, state: Any, alphas: int) -> dict[str, float]:
-    """Test-error barriers (chord, mean, the mean definition's floor) and the chord
-    train-loss barrier between w_L and `params`, on the full splits."""
+    """Test-error barriers (chord, mean, the mean definition's floor) on the whole test
+    split and the chord train-loss barrier between w_L and `params` on the examples the
+    recipe trains on (`Solution.train_split`)."""
     o = solution.opened
     grid = alpha_grid(alphas)
-    data = {split: o.split(split) for split in ("train", "test")}
+    data = {"train": solution.train_split(), "test": o.split("test")}
     evaluator = PathEvaluator(o.eval_apply, train_apply=o.train_apply, policy=o.policy)
     record = interpolation_record(
         evaluator.curves(o.params, params, data, state_a=o.state, state_b=state, alphas=grid),

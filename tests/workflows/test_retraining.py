@@ -5,11 +5,13 @@ import pytest
 
 from lmc.core import masks
 from lmc.core.evaluate import Evaluator
+from lmc.core.prune_ratio import DEFAULT_BATCH_SIZE, epsilon_of
 from lmc.errors import ConfigError
 from lmc.training.runs import Run, RunSpec, train_run
 from lmc.training.subsets import Subset
 from lmc.training.trainer import Trainer
 from lmc.workflows.imp import run_imp
+from lmc.workflows.prune_ratio import AdaptiveFraction
 from lmc.workflows.retraining import (
     GROUND_TRUTH_SIBLING,
     Solution,
@@ -146,6 +148,17 @@ def test_a_subsets_probe_is_judged_on_the_examples_it_trains_on(root, mnist1d):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(trainer.x_train))
     probe = probe_safe_ratio(solution, 0.05, grid=[0.5], steps=2)
     assert probe.reference_loss == pytest.approx(run.result()["final"]["train_loss"], rel=1e-4)
+    # ε and the train-loss barrier are measured on the kept examples too
+    xb, yb = solution.train_batches(examples=None, batch_size=DEFAULT_BATCH_SIZE)
+    assert xb.shape[0] * xb.shape[1] == len(y)  # the kept examples, none of the others
+    np.testing.assert_array_equal(np.sort(np.asarray(yb).ravel()), np.sort(np.asarray(y)))
+    adaptive = AdaptiveFraction("probe", probe_criterion="train_loss", examples=len(y),
+                                dataset=mnist1d, probe_steps=2)
+    adaptive(1, run.final_checkpoint())
+    o = solution.opened
+    assert adaptive.epsilon == epsilon_of(None, o.loss_fn(), o.params, (xb, yb))[0]
+    assert adaptive.epsilon != epsilon_of(None, o.loss_fn(), o.params,
+                                          o.batches("train", len(y), DEFAULT_BATCH_SIZE))[0]
 
 
 def test_the_local_variant_retrains_from_the_projection(imp, level1):
