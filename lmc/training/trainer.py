@@ -330,7 +330,8 @@ class Trainer:
         and calls `on_event(step, states, records)` at every evaluation and every step in
         `event_steps` (records is None where no evaluation ran). Dispatch boundaries fall
         on these steps and on multiples of `steps_per_dispatch`, so the same call resumed
-        from any event step takes the same path.
+        from any event step takes the same path (and, between them, power-of-two lengths:
+        a handful of compiled programs whatever the schedule, the same numbers bit for bit).
         """
         if len(states) != self.siblings or len(keys) != self.siblings:
             raise ValueError(f"expected {self.siblings} states and keys")
