@@ -396,13 +396,14 @@ def plot(path: Path) -> list[Path]:
         ax = axes[3]
         ax.axhline(0, color="k", lw=1)
         ax.axvline(1, color="k", lw=1)
-        ax.fill_between([0, 0.5], 0, 10, color="C2", alpha=0.12, lw=0,
+        ax.fill_between([0, 0.5], 0, 10, color="gold", alpha=0.25, lw=0,
                         label="the target (≤ 0.5×, no accuracy lost)")
-        spans = []
+        spans, absent = [], []
         for name in drawn:
             same = summary["schedules"][name]["equal_density"]
             gap, ratio = same["accuracy_gap"], same["steps_ratio"]
             if gap["mean"] is None:
+                absent.append(LABELS.get(name, name))
                 continue
             ax.errorbar(ratio["mean"], 100 * gap["mean"],
                         xerr=[[ratio["mean"] - ratio["lo"]], [ratio["hi"] - ratio["mean"]]],
@@ -410,6 +411,9 @@ def plot(path: Path) -> list[Path]:
                         fmt="o", color=colours[name], ms=5, lw=1, capsize=2,
                         label=LABELS.get(name, name))
             spans += [100 * gap["lo"], 100 * gap["hi"]]
+        if absent:
+            ax.text(0.98, 0.98, f"no level ≤ {100 * SPARSE_END:.0f}%:\n" + "\n".join(absent),
+                    transform=ax.transAxes, fontsize="x-small", va="top", ha="right")
         ax.set_xlim(0, max(1.5, ax.get_xlim()[1]))
         ax.set_ylim(min(spans + [-1]) - 0.3, max(spans + [1]) + 0.3)
         ax.set_xlabel("training steps / 20%-IMP's at the same density")
