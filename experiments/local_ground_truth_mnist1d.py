@@ -1,13 +1,14 @@
 """The local ground truth: how far can a level be pruned and *fine-tuned from its
 projection* (no rewinding) and stay matching and in its valley? Estimator C (the
 Gaussian-width threshold, which describes this local question) and the probe against
-it, MLP on MNIST-1D, 3 seeds.
+it, MLP and conv1d on MNIST-1D, 3 seeds.
 
 The validation study's ground truth (experiments/predict_validation_mnist1d.py) rewinds
 and retrains, as IMP does. Its local variant (`measured_safe_ratio(variant="local")`:
 m ⊙ w_L trained at a tenth of the recipe's learning rate, constant, for the steps a
 rewound level trains) was never measured. Here it is, at levels 0, 4, 8, 12, 16 of the
-validation study's MLP runs (seeds 0-2), with every network judged on the
+validation study's MLP runs and 0, 4, 8, 12 of its conv1d runs (seeds 0-2; the levels
+whose checkpoints that study kept), with every network judged on the
 20,000-example test split (experiments/mnist1d_large_test.py) at two tolerances fixed in
 advance, as in experiments/gap_rule_mnist1d.py: noise-aware (max(2 × the seeds' std of
 the dense accuracy, 2 × its binomial standard error)) and 2 points. Predictors (no new
@@ -15,8 +16,8 @@ predictions are computed: they are the validation and probe-criteria studies'): 
 probe with the gap rule (100 steps), the loss-judged probe (400 steps), the constant 0.2
 and the seed-0 curve (judged on seeds 1-2).
 
-    python experiments/local_ground_truth_mnist1d.py
-    python experiments/local_ground_truth_mnist1d.py --plot-only
+    python experiments/local_ground_truth_mnist1d.py [--setting conv1d]
+    python experiments/local_ground_truth_mnist1d.py [--setting conv1d] --plot-only
 """
 
 from __future__ import annotations
@@ -37,20 +38,19 @@ from mnist1d_large_test import large_test_dataset  # noqa: E402
 from predict_validation_mnist1d import t_interval  # noqa: E402
 from probe_criteria_mnist1d import accuracy_prediction, seed0_curve  # noqa: E402
 
-LEVELS = (0, 4, 8, 12, 16)
+LEVELS = {"mlp": (0, 4, 8, 12, 16), "conv1d": (0, 4, 8, 12)}
 REWIND = 100
-VALIDATION = Path("figures/predict_validation_mnist1d_mlp.json")
-PROBES = Path("figures/probe_criteria_mnist1d_mlp.json")
 
 
-def measure() -> dict:
+def measure(setting: str) -> dict:
     large = large_test_dataset()
-    validation = json.loads(VALIDATION.read_text())
-    probes = {(c["seed"], c["level"]): c for c in json.loads(PROBES.read_text())["rows"]}
+    validation = json.loads(Path(f"figures/predict_validation_mnist1d_{setting}.json").read_text())
+    probes = {(c["seed"], c["level"]): c for c in json.loads(
+        Path(f"figures/probe_criteria_mnist1d_{setting}.json").read_text())["rows"]}
     solutions, dense = {}, {}
     for seed in validation["seeds"]:
         for row in seed["rows"]:
-            if row["level"] in LEVELS and row.get("truth"):
+            if row["level"] in LEVELS[setting] and row.get("truth"):
                 solutions[seed["seed"], row["level"]] = (Solution.open(
                     row["truth"]["checkpoint"], dataset=large,
                     rewind=REWIND if row["level"] == 0 else None), row)
@@ -64,20 +64,22 @@ def measure() -> dict:
                                               int(large.y_test.shape[0])), "2 points": 0.02}
     print(f"dense {dense}, tolerances {tolerances}", flush=True)
     rows = []
-    for (s, level), (solution, row) in sorted(solutions.items()):
+    for (s, level), (solution, _) in sorted(solutions.items()):
         truths = {name: measured_safe_ratio(solution, dense_test_accuracy=dense[s],
                                             tolerance=t, variant="local")
                   for name, t in tolerances.items()}
         probe = probes[s, level]
+        # the rewind ground truth of the probe-criteria study (the validation study's on
+        # the MLP; re-measured there with a noise-aware tolerance on the conv1d)
         rows.append({**probe, "dense_test_accuracy_large": dense[s],
-                     "rewind_truth_1000": row["truth"]["ratio"],
+                     "rewind_truth_1000": probe["truth"],
                      "truths": {name: {"ratio": t.ratio, "status": t.status,
                                        "outcomes": t.to_json()["outcomes"]}
                                 for name, t in truths.items()}})
         print(f"  seed {s} level {level:2d}: local truths "
               + ", ".join(f"{n} {t.ratio:.3f}" for n, t in truths.items())
-              + f" (rewind, 1000 examples: {row['truth']['ratio']:.3f})", flush=True)
-    return {"levels": list(LEVELS), "seeds": seeds, "dense_test_accuracy": dense,
+              + f" (rewind, 1000 examples: {probe['truth']:.3f})", flush=True)
+    return {"levels": list(LEVELS[setting]), "seeds": seeds, "dense_test_accuracy": dense,
             "tolerances": tolerances, "test_examples": int(large.y_test.shape[0]),
             "rows": rows}
 
@@ -118,19 +120,22 @@ def plot(path: Path) -> list[Path]:
             "the rewind ground truth (1000 examples)"]
     return tolerance_grid(path, record, show,
                           "local ground truth (fine-tuned from the projection)",
-                          "MLP on MNIST-1D: the local safe ratio (prune, fine-tune from the "
-                          "projection) against the predictions", dashed=(show[-1],))
+                          f"{record['setting']} on MNIST-1D: the local safe ratio (prune, "
+                          "fine-tune from the projection) against the predictions",
+                          dashed=(show[-1],))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--setting", choices=tuple(LEVELS), default="mlp")
     parser.add_argument("--out", type=Path, default=Path("figures"))
     parser.add_argument("--plot-only", action="store_true")
     args = parser.parse_args()
-    path = args.out / "local_ground_truth_mnist1d_mlp.json"
+    path = args.out / f"local_ground_truth_mnist1d_{args.setting}.json"
     if not args.plot_only:
         start = time.perf_counter()
-        record = {"study": "local_ground_truth_mnist1d", "setting": "mlp", **measure()}
+        record = {"study": "local_ground_truth_mnist1d", "setting": args.setting,
+                  **measure(args.setting)}
         record["wall_seconds"] = time.perf_counter() - start
     else:
         record = json.loads(path.read_text())
