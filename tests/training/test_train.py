@@ -17,7 +17,7 @@ from lmc.core.policy import ExecutionPolicy
 from lmc.errors import TrainingDiverged
 from lmc.training.config import TrainConfig
 from lmc.training.rng import noise_keys
-from lmc.training.trainer import Trainer, l1_norm, l1_penalised, train
+from lmc.training.trainer import Trainer, dispatch_lengths, l1_norm, l1_penalised, train
 
 from ..conftest import TINY_MLP
 
@@ -55,6 +55,31 @@ def test_scan_dispatch_matches_one_step_per_dispatch(mnist1d):
         assert t.steps_per_dispatch == k
         runs.append(t.run([t.init_state()], [noise_keys(SMALL)], progress=False).states[0])
     assert _close(runs[0].params, runs[1].params)
+
+
+def test_dispatch_lengths_are_full_dispatches_then_powers_of_two():
+    assert dispatch_lengths(250, 100) == [100, 100, 32, 16, 2]
+    assert dispatch_lengths(100, 100) == [100] and dispatch_lengths(7, 1) == [1] * 7
+    for n in range(1, 300):
+        parts = dispatch_lengths(n, 100)
+        assert sum(parts) == n and len(set(parts) - {100}) == len(parts) - parts.count(100)
+
+
+def test_uneven_event_gaps_compile_a_few_programs_and_change_no_number(mnist1d):
+    """Events 1, 2, ..., 10 steps apart run as dispatches of 1, 2, 4 and 8 steps: four
+    compiled step programs, not ten, and bit for bit the numbers of one step per
+    dispatch."""
+    policy = dataclasses.replace(VMAP, steps_per_dispatch=32)
+    uneven = Trainer(SMALL, mnist1d, policy=policy)
+    events = np.cumsum(np.arange(1, 11)).tolist()  # 1, 3, 6, ..., 55: gaps 1 to 10; 60 ends
+    out = uneven.run([uneven.init_state()], [noise_keys(SMALL)], event_steps=events,
+                     progress=False)
+    assert uneven._steps._cache_size() == 4
+    stepwise = Trainer(SMALL, mnist1d, policy=dataclasses.replace(VMAP, steps_per_dispatch=1))
+    ref = stepwise.run([stepwise.init_state()], [noise_keys(SMALL)], progress=False)
+    for a, b in zip(jax.tree.leaves(out.states[0].params), jax.tree.leaves(ref.states[0].params),
+                    strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
 def test_mask_keeps_pruned_weights_exactly_zero(mnist1d):
