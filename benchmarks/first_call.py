@@ -1,6 +1,8 @@
-"""First-call latency of `lmc interpolate`, `lmc sharpness` and `lmc prune-ratio`: the wall
-time of the whole command as a fresh process, without JAX's persistent compilation cache,
-with it empty (the first process) and with it warm (the second process).
+"""First-call latency of `lmc train`, `lmc interpolate`, `lmc sharpness` and `lmc
+prune-ratio`: the wall time of the whole command as a fresh process, without JAX's
+persistent compilation cache, with it empty (the first process) and with it warm (the
+second process). Every timed process has a run store of its own (a second `lmc train`
+in the same one would find its run finished).
 
     python benchmarks/first_call.py            # ~10-15 min on a 2-core CPU
     python benchmarks/first_call.py --quick    # one repeat, light settings: a smoke test
@@ -35,6 +37,10 @@ def commands(checkpoints: Path, quick: bool) -> dict[str, list[str]]:
     light = ["--steps", "5", "--probes", "5", "--examples", "200"] if quick else []
     return {
         "list": ["list"],
+        # the README's Python example as a command: evaluations every epoch (31 steps) and
+        # a checkpoint at 100 leave gaps of many lengths between dispatches
+        "train": ["train", "--model", "mlp", "--duration", "5ep" if quick else "20ep",
+                  "--save-at", "100it", "--lr", "0.05", "--no-progress"],
         "interpolate": ["interpolate", str(first), str(last), "--no-figure",
                         *(["--alphas", "3"] if quick else [])],
         "sharpness": ["sharpness", str(last), "--steps", "20", "--probes", "20",
@@ -126,11 +132,12 @@ def main() -> None:
         for r in range(repeats):
             for name, argv in argvs.items():
                 cache = tmp / f"cache_{name}_{r}"
-                off = {**env, "LMC_CACHE_DIR": str(cache), "LMC_COMPILATION_CACHE": "0"}
-                on = {**env, "LMC_CACHE_DIR": str(cache)}
-                rows[name]["off"].append(lmc(argv, off, tmp))
-                rows[name]["cold"].append(lmc(argv, on, tmp))
-                rows[name]["warm"].append(lmc(argv, on, tmp))
+                for condition in CONDITIONS:
+                    timed = {**env, "LMC_CACHE_DIR": str(cache),
+                             "LMC_RUNS": str(tmp / f"runs_{name}_{r}_{condition}")}
+                    if condition == "off":
+                        timed["LMC_COMPILATION_CACHE"] = "0"
+                    rows[name][condition].append(lmc(argv, timed, tmp))
                 sizes[name] = cache_size(cache / "jax_cache")
                 print(f"repeat {r + 1}/{repeats} {name:12s} "
                       + "  ".join(f"{c} {rows[name][c][-1]:6.2f}s" for c in CONDITIONS),
