@@ -7,9 +7,9 @@ estimator C (the Gaussian-width threshold, Paul et al. 2023 §3.3 / Zhang et al.
 with the fine-tuning probe judged by training loss, and judged by training accuracy (τ
 0.3, fitted in experiments/probe_criteria_mnist1d.py, or τ = the dense network's train −
 test gap, or half of it), on a grid or by bisection, at safety 1, 0.75, 0.5, with a 20%
-floor or a 50% / 36% cap per level; every schedule's safety is 1 unless it names another. Each stops
-when the predicted ratio falls below 5% or two successive levels stop being linearly
-connected. `--setting conv1d` runs the convnet's subset of schedules, `--setting
+floor or a 50% / 36% cap per level; every schedule's safety is 1 unless it names another.
+Each stops when the predicted ratio falls below 5% or two successive levels stop being
+linearly connected. The trivial baselines: 36% and 50% per level, fixed. `--setting conv1d` runs the convnet's subset of schedules, `--setting
 mlp-heldout` the MLP's main ones on held-out seeds 3-5.
 
 Every level is judged on MNIST-1D's 1000 test examples and on 20,000 from its generator
