@@ -87,8 +87,8 @@ def render(record: dict) -> str:
         "The checkpoint is an MLP 40-100-100-10 trained 500 iterations on MNIST-1D "
         "(`lmc " + " ".join(record["train"]) + "`), in a cache no timed process sees; the "
         "data set is generated before timing. `lmc list` imports everything and compiles "
-        "nothing: the floor of every row. Other processes loaded the machine's cores "
-        "while it ran, hence the medians.",
+        "nothing: the floor of every row. Medians, since other processes may load "
+        "the cores.",
         "",
         "| command | " + " | ".join(CONDITION_NAMES[c] for c in CONDITIONS)
         + " | off / warm | cache entries (MB) |",
