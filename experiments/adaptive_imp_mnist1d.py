@@ -9,8 +9,9 @@ with the fine-tuning probe judged by training loss, and judged by training accur
 test gap, or half of it), on a grid or by bisection, at safety 1, 0.75, 0.5, with a 20%
 floor or a 50% / 36% cap per level; every schedule's safety is 1 unless it names another.
 Each stops when the predicted ratio falls below 5% or two successive levels stop being
-linearly connected. The trivial baselines: 36% and 50% per level, fixed. `--setting conv1d` runs the convnet's subset of schedules, `--setting
-mlp-heldout` the MLP's main ones on held-out seeds 3-5.
+linearly connected. The trivial baselines: 36% and 50% per level, fixed. `--setting
+conv1d` runs the convnet's subset of schedules, `--setting mlp-heldout` the MLP's main
+ones on held-out seeds 3-5.
 
 Every level is judged on MNIST-1D's 1000 test examples and on 20,000 from its generator
 (experiments/mnist1d_large_test.py): by its sparsest matching level (`reached`; the

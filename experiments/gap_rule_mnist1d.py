@@ -236,6 +236,16 @@ def plot(path: Path) -> list[Path]:
                           "network's train − test gap, in a setting it was not found on")
 
 
+def print_maes(summaries: dict, truth: str) -> None:
+    """Each predictor's mean absolute error against `truth`, per tolerance."""
+    for tolerance, summary in summaries.items():
+        print(f"{truth} with the {tolerance} tolerance")
+        for name, s in summary.items():
+            m = s["mae"]
+            print(f"  {name:45} MAE {m['mean']:.3f} [{m['lo']:.3f}, {m['hi']:.3f}]"
+                  f" ({s['judged']})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--setting", choices=tuple(SETTINGS), default="conv1d-half")
@@ -255,12 +265,7 @@ def main() -> None:
         record = json.loads(path.read_text())
     record["summary"] = summarise(record["rows"], record["tolerances"])
     write_json(path, record)
-    for tolerance, summary in record["summary"].items():
-        print(f"ground truth with the {tolerance} tolerance")
-        for name, s in summary.items():
-            m = s["mae"]
-            print(f"  {name:45} MAE {m['mean']:.3f} [{m['lo']:.3f}, {m['hi']:.3f}]"
-                  f" ({s['judged']})")
+    print_maes(record["summary"], "ground truth")
     for written in plot(path):
         print(f"figure {written}")
 

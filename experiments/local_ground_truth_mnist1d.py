@@ -33,7 +33,13 @@ from lmc.files import write_json
 from lmc.workflows.retraining import Solution, measured_safe_ratio
 
 sys.path.insert(0, str(Path(__file__).parent))
-from gap_rule_mnist1d import TOLERANCES, gap, tolerance_grid, tolerance_of  # noqa: E402
+from gap_rule_mnist1d import (  # noqa: E402
+    TOLERANCES,
+    gap,
+    print_maes,
+    tolerance_grid,
+    tolerance_of,
+)
 from mnist1d_large_test import large_test_dataset  # noqa: E402
 from predict_validation_mnist1d import t_interval  # noqa: E402
 from probe_criteria_mnist1d import accuracy_prediction, seed0_curve  # noqa: E402
@@ -141,12 +147,7 @@ def main() -> None:
         record = json.loads(path.read_text())
     record["summary"] = summarise(record["rows"])
     write_json(path, record)
-    for tolerance, summary in record["summary"].items():
-        print(f"local ground truth with the {tolerance} tolerance")
-        for name, s in summary.items():
-            m = s["mae"]
-            print(f"  {name:42} MAE {m['mean']:.3f} [{m['lo']:.3f}, {m['hi']:.3f}]"
-                  f" ({s['judged']})")
+    print_maes(record["summary"], "local ground truth")
     for written in plot(path):
         print(f"figure {written}")
 
