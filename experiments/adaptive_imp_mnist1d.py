@@ -337,7 +337,7 @@ def plot(path: Path) -> list[Path]:
     summary = record["summary_large_test"]
     key, seeds = "large_test_accuracy", record["seeds"]
     colours = {name: f"C{i}" for i, name in enumerate(UNCAPPED + CAPPED)}
-    colours.update({"fixed 36%": "0.45", "fixed 50%": "0.7"})
+    colours.update({"fixed 36%": "C9", "fixed 50%": "navy"})
     drawn = [name for name in record["schedules"] if name in colours]
     markers = ("o", "s", "^")  # seeds
     fixed = [s["schedules"]["fixed 20%"]["levels"] for s in seeds]
